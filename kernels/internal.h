@@ -1,0 +1,40 @@
+/* Names shared between the files of the root library; not installed. */
+#ifndef DASH_KERNELS_INTERNAL_H
+#define DASH_KERNELS_INTERNAL_H
+
+#include <stddef.h>
+
+#include "dash/roots.h"
+
+/* Records a printf-style detail for dash_last_error() and returns status,
+ * so that a failure reads `return dash__fail(DASH_E_INVALID, "...", ...);`. */
+int dash__fail(int status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Forgets the detail of an earlier failure. */
+void dash__clear_error(void);
+
+/* Monotonic clock in milliseconds. */
+double dash__now_ms(void);
+
+/* Non-zero when all n floats of x are finite. */
+int dash__all_finite(const float *x, size_t n);
+
+struct dash_roots_plan {
+  dash_roots_options opts; /* AUTO fields resolved */
+  size_t n;                /* blocks */
+  size_t b;                /* block size */
+  dash_block_info *infos;  /* n entries, for callers who pass none */
+  void *backend;           /* the backend's own state */
+};
+
+/* The CPU backend (kernels/cpu/). */
+int dash__cpu_plan_init(struct dash_roots_plan *plan);
+int dash__cpu_execute(struct dash_roots_plan *plan, float *out,
+                      const float *in, dash_block_info *info);
+void dash__cpu_plan_free(struct dash_roots_plan *plan);
+
+/* The CUDA backend seam (kernels/cuda/): the number of usable devices, 0
+ * when the build has no CUDA or no device answers. */
+int dash__cuda_device_count(void);
+
+#endif
