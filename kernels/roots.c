@@ -54,6 +54,11 @@ static const struct name_row precision_names[] = {
     {DASH_PRECISION_BF16, "bf16", "bfloat16"},
     {DASH_PRECISION_FP16, "fp16", "float16"},
 };
+static const struct name_row fallback_names[] = {
+    {DASH_FALLBACK_NONE, "none", "none"},
+    {DASH_FALLBACK_DIVERGED, "diverged", "diverged"},
+    {DASH_FALLBACK_UNCONVERGED, "unconverged", "unconverged"},
+};
 static const struct name_row block_status_names[] = {
     {DASH_BLOCK_OK, "OK", "OK"},
     {DASH_BLOCK_NONFINITE_INPUT, "NONFINITE_INPUT", "NONFINITE_INPUT"},
@@ -98,6 +103,7 @@ NAME_FUNCS(dash_method, method_names, "method")
 NAME_FUNCS(dash_scaling, scaling_names, "scaling")
 NAME_FUNCS(dash_backend, backend_names, "backend")
 NAME_FUNCS(dash_precision, precision_names, "precision")
+NAME_FUNCS(dash_fallback, fallback_names, "fallback")
 
 const char *dash_block_status_name(dash_block_status s) {
   return name_of(block_status_names, COUNT(block_status_names), (int)s);
@@ -132,8 +138,7 @@ static int check_options(const dash_roots_options *o) {
   if (dash_precision_name(o->precision) == NULL)
     return dash__fail(DASH_E_INVALID, "precision %d is unknown",
                       (int)o->precision);
-  if (o->fallback < DASH_FALLBACK_NONE ||
-      o->fallback > DASH_FALLBACK_UNCONVERGED)
+  if (dash_fallback_name(o->fallback) == NULL)
     return dash__fail(DASH_E_INVALID, "fallback %d is unknown",
                       (int)o->fallback);
   if ((rc = check_range_int("root", o->root, 1, 64)) < 0) return rc;

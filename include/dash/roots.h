@@ -138,8 +138,8 @@ typedef struct dash_roots_options {
   dash_backend backend;
   /** Default ::DASH_PRECISION_FP32. */
   dash_precision precision;
-  /** The root p of A^(-1/p): 2 or 4 for the iterations, any p >= 1 for
-   *  EVD. Default 4. */
+  /** The root p of A^(-1/p): 2 or 4 for the iterations, any p in 1..64
+   *  for EVD. Default 4. */
   int root;
   /** Ridge ε >= 0 added to the diagonal. Default 1e-10. */
   double eps;
@@ -149,7 +149,8 @@ typedef struct dash_roots_options {
   /** Early-exit tolerance, >= 0. NewtonDB stops a block after the step in
    *  which ‖I − E‖_F < tol; Coupled Newton when ‖M − I‖_∞ < tol. A block
    *  that reaches the step limit without meeting it is not converged.
-   *  0 runs every step and never judges convergence. Default 1e-3. */
+   *  0 runs every step and never judges convergence (such blocks report
+   *  ::DASH_BLOCK_OK unless they diverge). Default 1e-3. */
   double tol;
   /** Power-iteration steps, 1..1000. Default 10. */
   int power_steps;
@@ -163,7 +164,7 @@ typedef struct dash_roots_options {
   /** Which blocks are recomputed by EVD. Default
    *  ::DASH_FALLBACK_DIVERGED. */
   dash_fallback fallback;
-  /** CPU threads, 0 = every online core. Default 0. */
+  /** CPU threads, 0..4096; 0 = every online core. Default 0. */
   int threads;
   /** Seed of the power-iteration start vectors. Default 0x5eed. */
   uint64_t seed;
@@ -196,9 +197,12 @@ typedef struct dash_block_info {
   /** The last convergence measure: ‖I − E‖_F (NewtonDB), ‖M − I‖_∞
    *  (Coupled Newton); 0 for EVD and Chebyshev. */
   float residual;
-  /** The scale estimate: λ̂_max (power iteration) or ‖A + εI‖_F. */
+  /** The scale estimate: λ̂_max (power iteration) or ‖A + εI‖_F; for EVD
+   *  (as the method or the fallback of an iteration that did not set it)
+   *  the exact largest eigenvalue after the heuristic. */
   float lambda_max;
-  /** The outcome. */
+  /** The outcome. A ::DASH_BLOCK_NONFINITE_INPUT block has every other
+   *  field 0. */
   dash_block_status status;
 } dash_block_info;
 
@@ -280,20 +284,28 @@ DASH_API int dash_roots_compute(float *out, const float *in,
  *  "auto"); NULL for an unknown value. */
 DASH_API const char *dash_method_name(dash_method method);
 /** Parses a name of dash_method_name(); also accepts the long names
- *  ("newton_db", "coupled_newton", "chebyshev"). 0 or ::DASH_E_INVALID. */
+ *  ("newton_db", "coupled_newton", "eigh", "chebyshev"). 0 or
+ *  ::DASH_E_INVALID. The other parsers below work alike; the long name
+ *  each accepts is given with it. */
 DASH_API int dash_method_parse(const char *name, dash_method *out);
-/** "pi", "pi-multi", "fro"; NULL for an unknown value. */
+/** "pi", "pi-multi", "fro" (long: "power_iter", "power_iter_multi",
+ *  "frobenius"); NULL for an unknown value. */
 DASH_API const char *dash_scaling_name(dash_scaling scaling);
 /** Parses a name of dash_scaling_name(). 0 or ::DASH_E_INVALID. */
 DASH_API int dash_scaling_parse(const char *name, dash_scaling *out);
-/** "auto", "cpu", "cuda"; NULL for an unknown value. */
+/** "auto", "cpu", "cuda" (long: "gpu"); NULL for an unknown value. */
 DASH_API const char *dash_backend_name(dash_backend backend);
 /** Parses a name of dash_backend_name(). 0 or ::DASH_E_INVALID. */
 DASH_API int dash_backend_parse(const char *name, dash_backend *out);
-/** "fp32", "tf32", "bf16", "fp16"; NULL for an unknown value. */
+/** "fp32", "tf32", "bf16", "fp16" (long: "float32", "bfloat16",
+ *  "float16"); NULL for an unknown value. */
 DASH_API const char *dash_precision_name(dash_precision precision);
 /** Parses a name of dash_precision_name(). 0 or ::DASH_E_INVALID. */
 DASH_API int dash_precision_parse(const char *name, dash_precision *out);
+/** "none", "diverged", "unconverged"; NULL for an unknown value. */
+DASH_API const char *dash_fallback_name(dash_fallback fallback);
+/** Parses a name of dash_fallback_name(). 0 or ::DASH_E_INVALID. */
+DASH_API int dash_fallback_parse(const char *name, dash_fallback *out);
 /** "OK", "NONFINITE_INPUT", "NOT_CONVERGED", "FALLBACK_EVD"; NULL for an
  *  unknown value. */
 DASH_API const char *dash_block_status_name(dash_block_status status);

@@ -1,0 +1,18 @@
+# Unit tests of the root library's CPU backend (roots.h) and of the status
+# table (status.h). Included from tests/CMakeLists.txt.
+
+add_executable(test_roots test_roots.c roots_ref.c)
+target_include_directories(test_roots PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(test_roots PRIVATE dash_roots PkgConfig::CHECK)
+target_compile_options(test_roots PRIVATE ${DASH_C_WARNINGS})
+add_test(NAME test_roots COMMAND test_roots)
+# The whole file takes a few seconds in RelWithDebInfo and a few times
+# that under ASan/UBSan on two slow cores; each Check test also has its own
+# timeout (see test_roots.c), so a hang fails one test, not the run.
+set_tests_properties(test_roots PROPERTIES TIMEOUT 120 LABELS "unit;cpu")
+
+add_executable(test_status test_status.c)
+target_link_libraries(test_status PRIVATE dash_roots PkgConfig::CHECK)
+target_compile_options(test_status PRIVATE ${DASH_C_WARNINGS})
+add_test(NAME test_status COMMAND test_status)
+set_tests_properties(test_status PROPERTIES TIMEOUT 30 LABELS "unit")
