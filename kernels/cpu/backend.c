@@ -326,6 +326,7 @@ int dash__cpu_execute(struct dash_roots_plan *plan, float *out,
   pthread_mutex_lock(&blas_lock);
   int saved_threads = openblas_get_num_threads();
   openblas_set_num_threads(st->blas_threads);
+  if (st->blas_threads == 1) dash__cpu_blas_warmup(st->workers);
   for (int i = 0; i < st->workers; i++) {
     args[i].job = &job;
     args[i].ws = &st->ws[i];

@@ -14,6 +14,10 @@ struct dash__newton_run {
   float r_last;     /* residual of the last step */
 };
 
+/* Warms OpenBLAS's GEMM buffers for `threads` concurrent single-threaded
+ * callers (see blas_warmup.c); call under the BLAS lock. */
+void dash__cpu_blas_warmup(int threads);
+
 /* m = c·I. */
 void dash__cpu_set_identity(float *m, int b, float c);
 /* m += c·I. */
@@ -36,7 +40,8 @@ float dash__cpu_power_iter(const float *m, int b, int steps, int vectors,
  * *y holds it on entry; on return *y ≈ a^(1/2) and *z ≈ a^(-1/2). The four
  * pointers are swapped among the four buffers as the iteration goes. Stops
  * after the step whose ‖I − E‖_F < tol (tol > 0), on a non-finite
- * residual, or after max_steps. */
+ * residual, or after max_steps; in the last case (tol > 0) r_last is the
+ * residual of the returned iterate, measured with one more product. */
 void dash__cpu_newton_db(int b, float **y, float **z, float **e, float **t,
                          int max_steps, double tol,
                          struct dash__newton_run *run);

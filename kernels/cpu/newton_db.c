@@ -61,4 +61,15 @@ void dash__cpu_newton_db(int b, float **y, float **z, float **e, float **t,
      * quadratic step past the residual that met the tolerance. */
     if (tol > 0.0 && r < tol) return;
   }
+  if (tol > 0.0 && run->steps > 0) {
+    /* The step limit was reached. The last residual belongs to the
+     * iterate before the last update, which quadratic convergence may
+     * have taken below the tolerance; one more product measures the
+     * iterate that is returned, so its status is not judged a step
+     * late. */
+    dash__cpu_set_identity(*e, b, 1.5f);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, -0.5f, *z,
+                b, *y, b, 1.0f, *e, b);
+    run->r_last = identity_residual(*e, b);
+  }
 }
