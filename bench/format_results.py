@@ -54,7 +54,11 @@ def accurate(rec, max_err):
 
 def method_label(rec):
     m, r = rec["method"], rec.get("resolved_method", rec["method"])
-    return "%s→%s" % (m, r) if m == "auto" and r != m else m
+    label = "%s→%s" % (m, r) if m == "auto" and r != m else m
+    # Iterative rows run with other than DASH's 10 steps say so.
+    if r in ("ndb", "cn") and rec.get("steps", 10) != 10:
+        label += " (%d steps, tol %g)" % (rec["steps"], rec["tol"])
+    return label
 
 
 def main():

@@ -47,6 +47,14 @@ done
   --repeat "$repeat" --warmup "$warmup" --dump-dir "$out/stacks" \
   --json --skip-unavailable >"$out/dash.jsonl"
 
+# The iterations again with enough steps to converge, for the comparison at
+# equal accuracy (the stacks are the same: they depend on the seed only).
+# shellcheck disable=SC2086
+"$bench" --backend cpu --threads "$threads" $shape_args \
+  --root 4 --kappa "$kappas" --methods ndb/pi,cn/pi --steps 40 --tol 1e-4 \
+  --repeat "$repeat" --warmup "$warmup" \
+  --json --skip-unavailable >>"$out/dash.jsonl"
+
 "$python" "$here/peer_numpy.py" "$out/stacks" --repeat "$repeat" \
   --warmup "$warmup" >"$out/numpy.jsonl"
 

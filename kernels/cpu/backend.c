@@ -49,18 +49,10 @@ static void ws_free(struct worker_ws *w) {
   free(w->v);
   free(w->w);
   free(w->coef);
-  free(w->evd.s_vec);
-  free(w->evd.s_lam);
-  free(w->evd.s_work);
-  free(w->evd.d_vec);
-  free(w->evd.d_out);
-  free(w->evd.d_lam);
-  free(w->evd.d_work);
-  free(w->evd.iwork);
+  dash__cpu_evd_work_free(&w->evd);
 }
 
-static int ws_init(struct worker_ws *w, const struct dash_roots_plan *plan,
-                   int s_lwork, int d_lwork, int liwork) {
+static int ws_init(struct worker_ws *w, const struct dash_roots_plan *plan) {
   size_t b = plan->b, nn = b * b;
   size_t k = plan->opts.scaling == DASH_SCALING_POWER_ITER_MULTI
                  ? (size_t)plan->opts.power_vectors
@@ -72,18 +64,8 @@ static int ws_init(struct worker_ws *w, const struct dash_roots_plan *plan,
   ok &= (w->w = alloc_array(b * k, sizeof(float))) != NULL;
   ok &= (w->coef = alloc_array((size_t)plan->opts.cheb_degree + 1,
                                sizeof(double))) != NULL;
-  ok &= (w->evd.s_vec = alloc_array(nn, sizeof(float))) != NULL;
-  ok &= (w->evd.s_lam = alloc_array(b, sizeof(float))) != NULL;
-  ok &= (w->evd.s_work = alloc_array((size_t)s_lwork, sizeof(float))) != NULL;
-  ok &= (w->evd.d_vec = alloc_array(nn, sizeof(double))) != NULL;
-  ok &= (w->evd.d_out = alloc_array(nn, sizeof(double))) != NULL;
-  ok &= (w->evd.d_lam = alloc_array(b, sizeof(double))) != NULL;
-  ok &= (w->evd.d_work = alloc_array((size_t)d_lwork, sizeof(double))) != NULL;
-  ok &= (w->evd.iwork = alloc_array((size_t)liwork, sizeof(int))) != NULL;
-  w->evd.s_lwork = s_lwork;
-  w->evd.d_lwork = d_lwork;
-  w->evd.liwork = liwork;
-  return ok ? 0 : DASH_E_NOMEM;
+  if (!ok) return dash__fail(DASH_E_NOMEM, "CPU workspace");
+  return dash__cpu_evd_work_init(&w->evd, (int)b);
 }
 
 static int online_cores(void) {
@@ -94,7 +76,6 @@ static int online_cores(void) {
 int dash__cpu_plan_init(struct dash_roots_plan *plan) {
   struct cpu_state *st = NULL;
   int rc = 0;
-  int s_lwork, d_lwork, liwork;
 
   /* EVD is the fastest CPU method at every shape measured in
    * bench/RESULTS.md, and the most accurate. */
@@ -115,9 +96,6 @@ int dash__cpu_plan_init(struct dash_roots_plan *plan) {
     st->workers = 1;
     st->blas_threads = threads;
   }
-  if ((rc = dash__cpu_evd_query((int)plan->b, &s_lwork, &d_lwork, &liwork)) <
-      0)
-    goto out;
   st->use_f64 = calloc(plan->n, 1);
   st->ws = calloc((size_t)st->workers, sizeof(*st->ws));
   if (st->use_f64 == NULL || st->ws == NULL) {
@@ -125,10 +103,11 @@ int dash__cpu_plan_init(struct dash_roots_plan *plan) {
     goto out;
   }
   for (int i = 0; i < st->workers; i++) {
-    if ((rc = ws_init(&st->ws[i], plan, s_lwork, d_lwork, liwork)) < 0) {
-      rc = dash__fail(DASH_E_NOMEM,
-                      "CPU workspace for %d threads of %zux%zu blocks",
-                      st->workers, plan->b, plan->b);
+    if ((rc = ws_init(&st->ws[i], plan)) < 0) {
+      if (rc == DASH_E_NOMEM)
+        rc = dash__fail(DASH_E_NOMEM,
+                        "CPU workspace for %d threads of %zux%zu blocks",
+                        st->workers, plan->b, plan->b);
       goto out;
     }
   }

@@ -60,30 +60,31 @@ void dash__cpu_coupled_newton(int b, int p, double z, float **x, float **m,
 void dash__cpu_chebyshev(int b, int p, double s, double eps, int degree,
                          float **a, float **x, float **q, double *coef);
 
-/* Workspace of dash__cpu_evd_root, sized by dash__cpu_evd_query. */
+/* Workspace of dash__cpu_evd_root, one per thread. */
 struct dash__evd_work {
-  float *s_vec;    /* b² */
-  float *s_lam;    /* b */
+  float *s_vec, *s_ref;   /* b² each */
+  float *s_lam, *s_tau;   /* b each */
   float *s_work;
   int s_lwork;
-  double *d_vec;   /* b² */
-  double *d_out;   /* b² */
-  double *d_lam;   /* b */
+  double *d_vec, *d_z;    /* b² each */
+  double *d_lam, *d_off, *d_tau; /* b each */
   double *d_work;
   int d_lwork;
   int *iwork;
   int liwork;
 };
 
-/* Sizes of the LAPACK workspaces for b×b. 0 or a negative dash_status. */
-int dash__cpu_evd_query(int b, int *s_lwork, int *d_lwork, int *liwork);
+/* Sizes and allocates the workspace for b×b blocks. 0, DASH_E_LAPACK or
+ * DASH_E_NOMEM; on failure the caller still frees it (it starts zeroed). */
+int dash__cpu_evd_work_init(struct dash__evd_work *w, int b);
+void dash__cpu_evd_work_free(struct dash__evd_work *w);
 
 /* X = Q·diag(λ^(-1/p))·Qᵀ from the eigendecomposition of a (lower
  * triangle), with Shampoo's heuristic λ ← λ − min(λ_min, 0) + ε and a
  * pseudo-inverse for eigenvalues still ≤ 0. Computes in fp32 and repeats
- * in fp64 when the spectrum is too ill-conditioned for fp32 (or at once
- * when *use_f64 is set); *use_f64 tells on return which precision the
- * block needed, so the next call can start there. Returns 0, or
+ * with the reduction in fp64 when the spectrum is too ill-conditioned for
+ * fp32 (or at once when *use_f64 is set); *use_f64 tells on return which
+ * path the block needed, so the next call can start there. Returns 0, or
  * DASH_E_LAPACK when LAPACK failed in both precisions. lambda_max gets the
  * largest eigenvalue after the heuristic. */
 int dash__cpu_evd_root(const float *a, float *x, int b, int p, double eps,
