@@ -39,14 +39,19 @@ extern "C" {
 
 /** How the inverse root is computed. */
 typedef enum dash_method {
-  /** The fastest method of the chosen backend that meets the accuracy of
-   *  the options; the choice is reported in dash_roots_report. */
+  /** The fastest method of the backend whose error is at most 1e-3
+   *  relative (Frobenius) on statistics of condition number up to 1e6;
+   *  the choice is reported in dash_roots_report. On CPU that is EVD,
+   *  which beats every iteration there at any accuracy (bench/RESULTS.md).
+   */
   DASH_METHOD_AUTO = 0,
   /** Newton–Denman–Beavers, coupled Y/Z iteration; p = 2 or 4. */
   DASH_METHOD_NEWTON_DB = 1,
   /** Coupled Newton as in Distributed Shampoo; p = 2 or 4. */
   DASH_METHOD_COUPLED_NEWTON = 2,
-  /** Eigendecomposition with Shampoo's eigenvalue heuristic; any p >= 1. */
+  /** Eigendecomposition with Shampoo's eigenvalue heuristic; any p >= 1.
+   *  Blocks of condition number above 1e4 are reduced in fp64 (the rest of
+   *  the work stays fp32), so the error stays near 1e-6 at any κ. */
   DASH_METHOD_EVD = 3,
   /** Chebyshev fit of x^(-1/p), evaluated with Clenshaw; p = 2 or 4. */
   DASH_METHOD_CHEBYSHEV = 4
@@ -147,10 +152,10 @@ typedef struct dash_roots_options {
    *  Coupled Newton, 1..1000. Default 10. */
   int max_steps;
   /** Early-exit tolerance, >= 0. NewtonDB stops a block after the step in
-   *  which ‖I − E‖_F < tol; Coupled Newton when ‖M − I‖_∞ < tol. A block
-   *  that reaches the step limit without meeting it is not converged.
-   *  0 runs every step and never judges convergence (such blocks report
-   *  ::DASH_BLOCK_OK unless they diverge). Default 1e-3. */
+   *  which ‖I − E‖_F < tol; Coupled Newton when max_ij |(M − I)_ij| < tol.
+   *  A block that reaches the step limit without meeting it is not
+   *  converged. 0 runs every step and never judges convergence (such
+   *  blocks report ::DASH_BLOCK_OK unless they diverge). Default 1e-3. */
   double tol;
   /** Power-iteration steps, 1..1000. Default 10. */
   int power_steps;
@@ -194,8 +199,10 @@ typedef struct dash_block_info {
   /** Newton steps taken (both NewtonDB runs together for p = 4); 0 for
    *  EVD and Chebyshev. */
   int iterations;
-  /** The last convergence measure: ‖I − E‖_F (NewtonDB), ‖M − I‖_∞
-   *  (Coupled Newton); 0 for EVD and Chebyshev. */
+  /** The last convergence measure: ‖I − E‖_F of the returned iterate
+   *  (NewtonDB; of the second run for p = 4), max_ij |(M − I)_ij| (Coupled
+   *  Newton, as Distributed Shampoo measures it); 0 for EVD and
+   *  Chebyshev. */
   float residual;
   /** The scale estimate: λ̂_max (power iteration) or ‖A + εI‖_F; for EVD
    *  (as the method or the fallback of an iteration that did not set it)
@@ -210,7 +217,7 @@ typedef struct dash_block_info {
 typedef struct dash_roots_report {
   /** The method that ran (AUTO resolved). */
   dash_method method;
-  /** The scaling that ran. */
+  /** The scaling of the options (EVD uses none). */
   dash_scaling scaling;
   /** The backend that ran (AUTO resolved). */
   dash_backend backend;
@@ -247,6 +254,11 @@ DASH_API int dash_roots_plan_create(dash_roots_plan **out, size_t num_blocks,
 
 /**
  * Computes the inverse roots of the stack @p in into @p out.
+ *
+ * Thread safety: one plan is used by one thread at a time; plans are
+ * independent. The CPU backend sets OpenBLAS's process-wide thread count
+ * while it runs (and restores it), and CPU executions of all plans in the
+ * process run one at a time, each on every core it was given.
  *
  * @param plan    a plan made for this stack shape.
  * @param out     N·B·B floats; a block with non-finite input keeps its
