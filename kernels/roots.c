@@ -168,28 +168,36 @@ static int check_options(const dash_roots_options *o) {
   return 0;
 }
 
-static int check_shape(size_t n, size_t b) {
+int dash_roots_check_shape(size_t n, size_t b) {
   if (n == 0)
-    return dash__fail(DASH_E_INVALID, "num_blocks is 0; a stack needs a block");
+    return dash__fail(DASH_E_INVALID,
+                      "num_blocks N = 0: a stack needs at least one block");
   if (b == 0)
-    return dash__fail(DASH_E_INVALID, "block_size is 0; blocks are at least 1x1");
+    return dash__fail(DASH_E_INVALID,
+                      "block_size B = 0: blocks are at least 1x1");
   if (n > DASH_ROOTS_MAX_BLOCKS)
-    return dash__fail(DASH_E_TOO_LARGE, "num_blocks %zu exceeds the limit %u",
+    return dash__fail(DASH_E_TOO_LARGE,
+                      "num_blocks N = %zu exceeds the limit %u "
+                      "(DASH_ROOTS_MAX_BLOCKS)",
                       n, (unsigned)DASH_ROOTS_MAX_BLOCKS);
   if (b > DASH_ROOTS_MAX_BLOCK_SIZE)
-    return dash__fail(DASH_E_TOO_LARGE, "block_size %zu exceeds the limit %d",
+    return dash__fail(DASH_E_TOO_LARGE,
+                      "block_size B = %zu exceeds the limit %d "
+                      "(DASH_ROOTS_MAX_BLOCK_SIZE)",
                       b, DASH_ROOTS_MAX_BLOCK_SIZE);
   /* Both factors are bounded above, so this product cannot overflow
    * 64 bits: 2^24 · 2^28 · 4 = 2^54. */
   uint64_t bytes = (uint64_t)n * b * b * sizeof(float);
   if (bytes > DASH_ROOTS_MAX_BYTES)
     return dash__fail(DASH_E_TOO_LARGE,
-                      "stack of %zu blocks of %zux%zu is %llu bytes, over "
-                      "the limit of %llu",
+                      "%zu blocks of %zux%zu are %llu bytes, which exceeds "
+                      "the limit of %llu (DASH_ROOTS_MAX_BYTES)",
                       n, b, b, (unsigned long long)bytes,
                       (unsigned long long)DASH_ROOTS_MAX_BYTES);
   if (bytes > SIZE_MAX / 4)
-    return dash__fail(DASH_E_TOO_LARGE, "stack does not fit this address space");
+    return dash__fail(DASH_E_TOO_LARGE,
+                      "%llu bytes exceeds what this address space can hold",
+                      (unsigned long long)bytes);
   return 0;
 }
 
@@ -226,7 +234,7 @@ int dash_roots_plan_create(dash_roots_plan **out, size_t num_blocks,
   if (out == NULL) return dash__fail(DASH_E_INVALID, "out is NULL");
   dash_roots_options o = opts ? *opts : defaults;
   if ((rc = check_options(&o)) < 0) return rc;
-  if ((rc = check_shape(num_blocks, block_size)) < 0) return rc;
+  if ((rc = dash_roots_check_shape(num_blocks, block_size)) < 0) return rc;
   if ((rc = resolve_backend(&o)) < 0) return rc;
 
   plan = calloc(1, sizeof(*plan));

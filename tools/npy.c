@@ -397,37 +397,13 @@ static int check_header(const struct header *h, dash_npy_stack *st,
   if (h->shape[h->ndim - 2] != b)
     return fail(msg, msg_size, DASH_E_FORMAT, "shape %s: blocks must be square",
                 shape);
-  if (n == 0)
-    return fail(msg, msg_size, DASH_E_FORMAT, "shape %s has N = 0 blocks",
-                shape);
-  if (b == 0)
-    return fail(msg, msg_size, DASH_E_FORMAT,
-                "shape %s: blocks are empty (B = 0)", shape);
-  if (n > DASH_ROOTS_MAX_BLOCKS)
-    return fail(msg, msg_size, DASH_E_TOO_LARGE,
-                "shape %s exceeds the limits: N = %llu > %llu "
-                "(DASH_ROOTS_MAX_BLOCKS)",
-                shape, (unsigned long long)n,
-                (unsigned long long)DASH_ROOTS_MAX_BLOCKS);
-  if (b > DASH_ROOTS_MAX_BLOCK_SIZE)
-    return fail(msg, msg_size, DASH_E_TOO_LARGE,
-                "shape %s exceeds the limits: B = %llu > %llu "
-                "(DASH_ROOTS_MAX_BLOCK_SIZE)",
-                shape, (unsigned long long)b,
-                (unsigned long long)DASH_ROOTS_MAX_BLOCK_SIZE);
-  /* n <= 2^24 and b <= 2^14 bound every product below 2^56. */
-  uint64_t bytes = n * b * b * sizeof(float);
-  if (bytes > DASH_ROOTS_MAX_BYTES)
-    return fail(msg, msg_size, DASH_E_TOO_LARGE,
-                "shape %s exceeds the limits: %llu bytes > %llu "
-                "(DASH_ROOTS_MAX_BYTES)",
-                shape, (unsigned long long)bytes,
-                (unsigned long long)DASH_ROOTS_MAX_BYTES);
-  if (bytes > SIZE_MAX)
-    return fail(msg, msg_size, DASH_E_TOO_LARGE,
-                "shape %s exceeds the limits: %llu bytes do not fit this "
-                "address space",
-                shape, (unsigned long long)bytes);
+  /* Checked before anything is allocated for the data. The library
+   * reports an empty shape as invalid; for a file that is a format
+   * error. */
+  int rc = dash_roots_check_shape((size_t)n, (size_t)b);
+  if (rc < 0)
+    return fail(msg, msg_size, rc == DASH_E_INVALID ? DASH_E_FORMAT : rc,
+                "shape %s: %s", shape, dash_last_error());
   st->num_blocks = (size_t)n;
   st->block_size = (size_t)b;
   st->ndim = h->ndim;

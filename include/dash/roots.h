@@ -233,6 +233,18 @@ typedef struct dash_roots_report {
 typedef struct dash_roots_plan dash_roots_plan;
 
 /**
+ * Checks a stack shape against the limits, as dash_roots_plan_create()
+ * does, without allocating anything: for callers that must validate a
+ * shape from outside (a file, a client) before they allocate for it.
+ *
+ * @return 0; ::DASH_E_INVALID for N or B = 0; ::DASH_E_TOO_LARGE beyond
+ *         ::DASH_ROOTS_MAX_BLOCKS, ::DASH_ROOTS_MAX_BLOCK_SIZE or
+ *         ::DASH_ROOTS_MAX_BYTES. dash_last_error() says which, with
+ *         "N = …" or "B = …" in it.
+ */
+DASH_API int dash_roots_check_shape(size_t num_blocks, size_t block_size);
+
+/**
  * Checks the options and shape and allocates every workspace a computation
  * needs, so that dash_roots_execute() allocates nothing.
  *
