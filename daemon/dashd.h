@@ -1,0 +1,163 @@
+/* The daemon's shared structures. Everything here lives on the loop
+ * thread, except the fields of a job, which the worker owns between
+ * dashd__sched_submit() and the completion callback. */
+#ifndef DASHD_DASHD_H
+#define DASHD_DASHD_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "config.h"
+#include "dash/roots.h"
+#include "wire.h"
+
+struct dashd_server;
+struct dashd_session;
+struct dashd_stack;
+struct dashd_sched;
+
+/* What one finished computation left in a result slot. */
+struct dashd_result {
+  uint64_t generation;
+  uint64_t step;
+  double compute_ms;
+  dash_method method;
+  int max_iterations;
+  uint64_t blocks_by_status[DASH_BLOCK_STATUS_COUNT];
+  int status;         /* 0, or the dash_status of a failed computation */
+  char message[256];
+};
+
+/* One computation handed to the worker. */
+struct dashd_job {
+  struct dashd_stack *stack;
+  int snap;           /* snapshot buffer to read */
+  int slot;           /* result slot to write */
+  int prev;           /* slot holding the newest earlier result, or -1 */
+  uint64_t step;
+  /* Filled by the worker. */
+  int rc;
+  char message[256];
+  dash_roots_report report;
+  struct dashd_job *next;
+};
+
+struct dashd_stack {
+  uint64_t id;
+  struct dashd_server *srv;
+  struct dashd_session *owner;     /* NULL once the owner let go */
+  struct dashd_stack *next_all;    /* the server's list */
+  struct dashd_stack *next_owned;  /* the owner's list */
+  size_t n, b, elems;              /* N, B, N·B·B */
+  dash_roots_options opts;
+  dash_roots_plan *plan;
+  const float *stats;              /* the client's statistics, read-only */
+  float *results;                  /* the client's two result slots */
+  float *snaps[2];                 /* private snapshots */
+  dash_block_info *infos;
+  uint64_t bytes;                  /* counted against the owner's limit */
+
+  int computing;                   /* snapshot being computed, or -1 */
+  int pending;                     /* snapshot waiting, or -1 */
+  uint64_t snap_step[2];
+  int held;                        /* slot the client holds, or -1 */
+  int ready;                       /* newest unadopted slot, or -1 */
+  struct dashd_result slot_result[2];
+  struct dashd_job job;
+
+  uint64_t generation;             /* results completed */
+  uint64_t refreshes, coalesced, failures;
+  uint64_t last_step_requested, last_step_done;
+  double last_refresh_ms;
+};
+
+struct dashd_session {
+  struct dashd_server *srv;
+  struct dashd_session *prev, *next;
+  int fd;
+  uv_poll_t poll;
+  int poll_events;
+  dash__wire_reader reader;
+  uint8_t *out;                    /* frames waiting to be sent */
+  size_t out_len, out_off, out_cap;
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+  int allowed;                     /* SO_PEERCRED passed the config */
+  int hello_done;
+  int closing;
+  struct dashd_stack *stacks;
+  unsigned n_stacks;
+  uint64_t bytes;
+};
+
+struct dashd_server {
+  uv_loop_t *loop;
+  struct dashd_config cfg;
+  const char *config_path;         /* NULL: no file */
+  /* The command line's settings, which win over the file's, also on
+   * reload. */
+  const char *(*cli_pairs)[2];
+  int n_cli_pairs;
+  char socket_path[108];
+  int listen_fd;
+  uv_poll_t listen_poll;
+  struct dashd_session *sessions;
+  unsigned n_sessions;
+  struct dashd_stack *stacks;
+  uint64_t next_stack_id;
+  struct dashd_sched *sched;
+  double start_ms;
+  int stopping;
+  uint64_t stop_started_ms;
+  uv_timer_t stop_timer;
+  uv_signal_t sig_int, sig_term, sig_hup;
+};
+
+/* server.c */
+int dashd__config_allows(const struct dashd_config *cfg, uid_t uid,
+                         gid_t gid);
+int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop);
+void dashd__server_stop(struct dashd_server *srv);
+struct dashd_stack *dashd__server_find_stack(struct dashd_server *srv,
+                                             uint64_t id);
+void dashd__server_remove_session(struct dashd_server *srv,
+                                  struct dashd_session *s);
+
+/* session.c */
+int dashd__session_open(struct dashd_server *srv, int fd);
+void dashd__session_close(struct dashd_session *s, const char *why);
+/* Queues one Envelope for the client; closes the session when its queue
+ * would grow past the bound (a client that does not read). */
+void dashd__session_send(struct dashd_session *s, Dashpb__Envelope *env);
+
+/* stack.c */
+int dashd__stack_register(struct dashd_session *s,
+                          const Dashpb__RegisterStack *req, int *fds,
+                          int nfds, uint64_t *id_out, char *err,
+                          size_t err_size);
+int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
+                         int *coalesced, int *queued_behind);
+/* Hands the newest finished result to the client; 1 when one was
+ * handed over. */
+int dashd__stack_sync(struct dashd_stack *st);
+/* The owner lets go (Unregister or disconnect): freed now, or when the
+ * computation in flight finishes. */
+void dashd__stack_release(struct dashd_stack *st);
+/* Called on the loop thread when the worker finished st's job. */
+void dashd__stack_job_done(struct dashd_stack *st);
+void dashd__result_to_pb(const struct dashd_result *r, int slot,
+                         Dashpb__ResultInfo *pb, uint64_t *counts);
+
+/* scheduler.c */
+int dashd__sched_create(struct dashd_server *srv, struct dashd_sched **out);
+void dashd__sched_submit(struct dashd_sched *sched, struct dashd_job *job);
+/* Non-zero while a job runs or waits. */
+int dashd__sched_busy(const struct dashd_sched *sched);
+/* Drops the jobs that have not started; returns how many. */
+int dashd__sched_cancel_waiting(struct dashd_sched *sched);
+/* Stops the worker; waits for the job in flight. */
+void dashd__sched_destroy(struct dashd_sched *sched);
+
+#endif

@@ -1,0 +1,164 @@
+/* The worker: one thread that runs the computations one after another,
+ * each on every core the plan was given, off the loop thread. Jobs come
+ * in through a queue; finished jobs go back through another and a
+ * uv_async_t wakes the loop. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dashd.h"
+#include "log.h"
+
+struct dashd_sched {
+  struct dashd_server *srv;
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  struct dashd_job *todo_head, *todo_tail; /* guarded by lock */
+  struct dashd_job *done;                  /* guarded by lock */
+  int running;                             /* a job is executing */
+  int quit;
+  uv_async_t async;
+};
+
+/* A block whose input was not finite keeps its previous result: the
+ * library left the slot's block untouched, so it is copied from the slot
+ * that holds the newest earlier result. */
+static void keep_previous_blocks(struct dashd_job *job) {
+  struct dashd_stack *st = job->stack;
+  if (job->prev < 0 || job->prev == job->slot) return;
+  size_t bb = st->b * st->b;
+  float *dst = st->results + (size_t)job->slot * st->elems;
+  const float *src = st->results + (size_t)job->prev * st->elems;
+  for (size_t i = 0; i < st->n; i++)
+    if (st->infos[i].status == DASH_BLOCK_NONFINITE_INPUT)
+      memcpy(dst + i * bb, src + i * bb, bb * sizeof(float));
+}
+
+static void run_job(struct dashd_job *job) {
+  struct dashd_stack *st = job->stack;
+  float *out = st->results + (size_t)job->slot * st->elems;
+  job->rc = dash_roots_execute(st->plan, out, st->snaps[job->snap],
+                               st->infos, &job->report);
+  job->message[0] = '\0';
+  if (job->rc < 0)
+    snprintf(job->message, sizeof(job->message), "%s",
+             dash_last_error());
+  else
+    keep_previous_blocks(job);
+}
+
+static void *worker_main(void *arg) {
+  struct dashd_sched *s = arg;
+  pthread_mutex_lock(&s->lock);
+  for (;;) {
+    while (!s->quit && s->todo_head == NULL)
+      pthread_cond_wait(&s->wake, &s->lock);
+    if (s->quit) break;
+    struct dashd_job *job = s->todo_head;
+    s->todo_head = job->next;
+    if (s->todo_head == NULL) s->todo_tail = NULL;
+    s->running = 1;
+    pthread_mutex_unlock(&s->lock);
+
+    run_job(job);
+
+    pthread_mutex_lock(&s->lock);
+    s->running = 0;
+    job->next = s->done;
+    s->done = job;
+    pthread_mutex_unlock(&s->lock);
+    uv_async_send(&s->async);
+    pthread_mutex_lock(&s->lock);
+  }
+  pthread_mutex_unlock(&s->lock);
+  return NULL;
+}
+
+/* On the loop thread: hands every finished job back to its stack, oldest
+ * first. */
+static void on_done(uv_async_t *async) {
+  struct dashd_sched *s = async->data;
+  pthread_mutex_lock(&s->lock);
+  struct dashd_job *list = s->done;
+  s->done = NULL;
+  pthread_mutex_unlock(&s->lock);
+  struct dashd_job *rev = NULL;
+  while (list != NULL) {
+    struct dashd_job *next = list->next;
+    list->next = rev;
+    rev = list;
+    list = next;
+  }
+  while (rev != NULL) {
+    struct dashd_job *next = rev->next;
+    dashd__stack_job_done(rev->stack);
+    rev = next;
+  }
+}
+
+int dashd__sched_create(struct dashd_server *srv, struct dashd_sched **out) {
+  struct dashd_sched *s = calloc(1, sizeof(*s));
+  if (s == NULL) return DASH_E_NOMEM;
+  s->srv = srv;
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->wake, NULL);
+  s->async.data = s;
+  if (uv_async_init(srv->loop, &s->async, on_done) != 0) {
+    free(s);
+    return DASH_E_INTERNAL;
+  }
+  if (pthread_create(&s->thread, NULL, worker_main, s) != 0) {
+    uv_close((uv_handle_t *)&s->async, NULL);
+    /* The handle's memory must outlive its close; this is start-up, so
+     * the loop runs it before the caller gives up. */
+    uv_run(srv->loop, UV_RUN_NOWAIT);
+    free(s);
+    return DASH_E_INTERNAL;
+  }
+  *out = s;
+  return 0;
+}
+
+void dashd__sched_submit(struct dashd_sched *s, struct dashd_job *job) {
+  job->next = NULL;
+  pthread_mutex_lock(&s->lock);
+  if (s->todo_tail != NULL)
+    s->todo_tail->next = job;
+  else
+    s->todo_head = job;
+  s->todo_tail = job;
+  pthread_cond_signal(&s->wake);
+  pthread_mutex_unlock(&s->lock);
+}
+
+int dashd__sched_busy(const struct dashd_sched *s) {
+  struct dashd_sched *m = (struct dashd_sched *)s;
+  pthread_mutex_lock(&m->lock);
+  int busy = m->running || m->todo_head != NULL || m->done != NULL;
+  pthread_mutex_unlock(&m->lock);
+  return busy;
+}
+
+int dashd__sched_cancel_waiting(struct dashd_sched *s) {
+  pthread_mutex_lock(&s->lock);
+  int n = 0;
+  for (struct dashd_job *j = s->todo_head; j != NULL; j = j->next) n++;
+  s->todo_head = s->todo_tail = NULL;
+  pthread_mutex_unlock(&s->lock);
+  return n;
+}
+
+static void free_on_close(uv_handle_t *h) {
+  free(h->data);
+}
+
+void dashd__sched_destroy(struct dashd_sched *s) {
+  if (s == NULL) return;
+  pthread_mutex_lock(&s->lock);
+  s->quit = 1;
+  pthread_cond_signal(&s->wake);
+  pthread_mutex_unlock(&s->lock);
+  pthread_join(s->thread, NULL);
+  uv_close((uv_handle_t *)&s->async, free_on_close);
+}

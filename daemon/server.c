@@ -1,0 +1,228 @@
+/* The listening socket, the list of sessions and stacks, signals, and the
+ * orderly stop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "dashd.h"
+#include "log.h"
+
+/* How long a stop waits for the computation in flight. */
+static const uint64_t kStopGraceMs = 2000;
+
+int dashd__config_allows(const struct dashd_config *cfg, uid_t uid,
+                         gid_t gid) {
+  if (cfg->allow_all_uids) return 1;
+  for (int i = 0; i < cfg->n_allowed_uids; i++)
+    if (cfg->allowed_uids[i] == (unsigned)uid) return 1;
+  for (int i = 0; i < cfg->n_allowed_gids; i++)
+    if (cfg->allowed_gids[i] == (unsigned)gid) return 1;
+  return 0;
+}
+
+struct dashd_stack *dashd__server_find_stack(struct dashd_server *srv,
+                                             uint64_t id) {
+  for (struct dashd_stack *st = srv->stacks; st != NULL; st = st->next_all)
+    if (st->id == id && st->owner != NULL) return st;
+  return NULL;
+}
+
+void dashd__server_remove_session(struct dashd_server *srv,
+                                  struct dashd_session *s) {
+  if (s->prev != NULL)
+    s->prev->next = s->next;
+  else if (srv->sessions == s)
+    srv->sessions = s->next;
+  if (s->next != NULL) s->next->prev = s->prev;
+  s->prev = s->next = NULL;
+  srv->n_sessions--;
+}
+
+static void on_connection(uv_poll_t *h, int status, int events) {
+  struct dashd_server *srv = h->data;
+  (void)events;
+  if (status < 0 || srv->stopping) return;
+  for (;;) {
+    int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        dashd__log(DASHD_LOG_WARN, "accept: %s", strerror(errno));
+      return;
+    }
+    dashd__session_open(srv, fd);
+  }
+}
+
+/* A socket file left by a daemon that died is removed; one that answers
+ * belongs to a running daemon, which is not disturbed. */
+static int claim_path(const char *path) {
+  struct stat sb;
+  if (lstat(path, &sb) != 0) return 0;
+  if (!S_ISSOCK(sb.st_mode)) {
+    dashd__log(DASHD_LOG_ERROR, "%s exists and is not a socket", path);
+    return DASH_E_INVALID;
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+  int live = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+  if (fd >= 0) close(fd);
+  if (live) {
+    dashd__log(DASHD_LOG_ERROR, "another dashd is listening on %s", path);
+    return DASH_E_INVALID;
+  }
+  unlink(path);
+  return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum);
+
+int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  int rc;
+  srv->loop = loop;
+  srv->listen_fd = -1;
+  srv->start_ms = (double)uv_now(loop);
+  if (strlen(srv->socket_path) >= sizeof(addr.sun_path)) {
+    dashd__log(DASHD_LOG_ERROR, "socket path too long: %s", srv->socket_path);
+    return DASH_E_INVALID;
+  }
+  if ((rc = claim_path(srv->socket_path)) < 0) return rc;
+  snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", srv->socket_path);
+  srv->listen_fd =
+      socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (srv->listen_fd < 0 ||
+      bind(srv->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
+      listen(srv->listen_fd, 128) != 0) {
+    dashd__log(DASHD_LOG_ERROR, "cannot listen on %s: %s", srv->socket_path,
+               strerror(errno));
+    if (srv->listen_fd >= 0) close(srv->listen_fd);
+    srv->listen_fd = -1;
+    return DASH_E_IO;
+  }
+  if ((rc = dashd__sched_create(srv, &srv->sched)) < 0) {
+    dashd__log(DASHD_LOG_ERROR, "cannot start the worker thread");
+    close(srv->listen_fd);
+    unlink(srv->socket_path);
+    return rc;
+  }
+  uv_poll_init(loop, &srv->listen_poll, srv->listen_fd);
+  srv->listen_poll.data = srv;
+  uv_poll_start(&srv->listen_poll, UV_READABLE, on_connection);
+  uv_signal_init(loop, &srv->sig_int);
+  uv_signal_init(loop, &srv->sig_term);
+  uv_signal_init(loop, &srv->sig_hup);
+  srv->sig_int.data = srv->sig_term.data = srv->sig_hup.data = srv;
+  uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+  uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
+  uv_timer_init(loop, &srv->stop_timer);
+  srv->stop_timer.data = srv;
+  dashd__log(DASHD_LOG_INFO, "dashd %s listening on %s (backend %s, %d threads)",
+             DASH_VERSION, srv->socket_path,
+             dash_backend_name(srv->cfg.backend), srv->cfg.threads);
+  return 0;
+}
+
+/* Closes every handle so that uv_run returns. */
+static void finish(struct dashd_server *srv) {
+  while (srv->sessions != NULL)
+    dashd__session_close(srv->sessions, "the daemon is stopping");
+  dashd__sched_destroy(srv->sched);
+  srv->sched = NULL;
+  uv_close((uv_handle_t *)&srv->sig_int, NULL);
+  uv_close((uv_handle_t *)&srv->sig_term, NULL);
+  uv_close((uv_handle_t *)&srv->sig_hup, NULL);
+  uv_close((uv_handle_t *)&srv->stop_timer, NULL);
+}
+
+static void on_stop_tick(uv_timer_t *t) {
+  struct dashd_server *srv = t->data;
+  uint64_t waited = uv_now(srv->loop) - srv->stop_started_ms;
+  if (!dashd__sched_busy(srv->sched)) {
+    finish(srv);
+    return;
+  }
+  if (waited >= kStopGraceMs) {
+    /* The library cannot be interrupted inside a computation. Its
+     * clients are told by the closed connections; the process ends
+     * without unwinding the worker. */
+    dashd__log(DASHD_LOG_WARN,
+               "a computation is still running after %llu ms; exiting "
+               "without it",
+               (unsigned long long)kStopGraceMs);
+    while (srv->sessions != NULL)
+      dashd__session_close(srv->sessions, "the daemon is stopping");
+    _exit(0);
+  }
+}
+
+void dashd__server_stop(struct dashd_server *srv) {
+  if (srv->stopping) return;
+  srv->stopping = 1;
+  srv->stop_started_ms = uv_now(srv->loop);
+  dashd__log(DASHD_LOG_INFO, "stopping: no new clients; %d waiting "
+             "refreshes dropped",
+             dashd__sched_cancel_waiting(srv->sched));
+  uv_poll_stop(&srv->listen_poll);
+  uv_close((uv_handle_t *)&srv->listen_poll, NULL);
+  close(srv->listen_fd);
+  srv->listen_fd = -1;
+  unlink(srv->socket_path);
+  uv_timer_start(&srv->stop_timer, on_stop_tick, 0, 20);
+}
+
+static void reload(struct dashd_server *srv) {
+  if (srv->config_path == NULL) {
+    dashd__log(DASHD_LOG_INFO, "SIGHUP: no configuration file to reload");
+    return;
+  }
+  /* From the defaults, so that a key deleted from the file goes back to
+   * its default, then the file, then the command line as at start. */
+  struct dashd_config next;
+  char err[512];
+  dashd__config_defaults(&next);
+  if (dashd__config_load(&next, srv->config_path, err, sizeof(err)) < 0) {
+    dashd__log(DASHD_LOG_ERROR, "SIGHUP: keeping the running configuration: %s",
+               err);
+    return;
+  }
+  for (int i = 0; i < srv->n_cli_pairs; i++)
+    dashd__config_set(&next, srv->cli_pairs[i][0], srv->cli_pairs[i][1], err,
+                      sizeof(err));
+  if (next.backend == DASH_BACKEND_AUTO) next.backend = DASH_BACKEND_CPU;
+  /* What only a restart can change stays as it is, and the log says so. */
+  if (strcmp(next.socket_path, srv->cfg.socket_path) != 0)
+    dashd__log(DASHD_LOG_WARN, "SIGHUP: 'socket' changes only on restart");
+  if (next.backend != srv->cfg.backend)
+    dashd__log(DASHD_LOG_WARN, "SIGHUP: 'backend' changes only on restart");
+  if (next.threads != srv->cfg.threads)
+    dashd__log(DASHD_LOG_WARN, "SIGHUP: 'threads' changes only on restart");
+  if (next.max_frame != srv->cfg.max_frame)
+    dashd__log(DASHD_LOG_WARN, "SIGHUP: 'max_frame' changes only on restart");
+  snprintf(next.socket_path, sizeof(next.socket_path), "%s",
+           srv->cfg.socket_path);
+  next.backend = srv->cfg.backend;
+  next.threads = srv->cfg.threads;
+  next.max_frame = srv->cfg.max_frame;
+  srv->cfg = next;
+  dashd__log_set_level(srv->cfg.log_level);
+  dashd__log(DASHD_LOG_INFO, "SIGHUP: configuration reloaded from %s",
+             srv->config_path);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  struct dashd_server *srv = h->data;
+  if (signum == SIGHUP) {
+    reload(srv);
+    return;
+  }
+  dashd__log(DASHD_LOG_INFO, "signal %d received", signum);
+  dashd__server_stop(srv);
+}

@@ -1,0 +1,384 @@
+/* Stacks: the client's shared memory, the private snapshots, the plan,
+ * and the hand-over of result slots by generation (DESIGN.md invariants
+ * 1-4). Everything here runs on the loop thread. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dashd.h"
+#include "log.h"
+
+static void *map_private(size_t bytes) {
+  /* Anonymous pages cost nothing until written, so the second snapshot
+   * uses memory only once a refresh arrives while one computes. */
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static void stack_free(struct dashd_stack *st) {
+  size_t bytes = st->elems * sizeof(float);
+  dash_roots_plan_destroy(st->plan);
+  if (st->stats != NULL) munmap((void *)st->stats, bytes);
+  if (st->results != NULL) munmap(st->results, 2 * bytes);
+  for (int i = 0; i < 2; i++)
+    if (st->snaps[i] != NULL) munmap(st->snaps[i], bytes);
+  free(st->infos);
+  free(st);
+}
+
+/* Checks that fd is a memfd of at least `bytes` bytes that cannot shrink
+ * (DESIGN.md: a shrinking memfd turns the daemon's next read into
+ * SIGBUS), then maps it. */
+static int map_client_fd(int fd, size_t bytes, int writable, const char *what,
+                         void **out, char *err, size_t err_size) {
+  struct stat sb;
+  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    snprintf(err, err_size, "the %s fd is not a memfd", what);
+    return DASH_E_BAD_MEMORY;
+  }
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+    snprintf(err, err_size,
+             "the %s memfd is not sealed against shrinking "
+             "(F_SEAL_SHRINK); refusing it",
+             what);
+    return DASH_E_BAD_MEMORY;
+  }
+  if ((uint64_t)sb.st_size < (uint64_t)bytes) {
+    snprintf(err, err_size, "the %s memfd holds %lld bytes, %zu declared",
+             what, (long long)sb.st_size, bytes);
+    return DASH_E_BAD_MEMORY;
+  }
+  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  void *p = mmap(NULL, bytes, prot, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    snprintf(err, err_size, "cannot map the %s memfd: %s", what,
+             strerror(errno));
+    return DASH_E_BAD_MEMORY;
+  }
+  *out = p;
+  return 0;
+}
+
+static int options_from_pb(const Dashpb__StackOptions *o,
+                           const struct dashd_config *cfg,
+                           dash_roots_options *ro) {
+  static const dash_roots_options defaults = DASH_ROOTS_OPTIONS_INIT;
+  *ro = defaults;
+  ro->root = o->root;
+  ro->method = (dash_method)o->method;
+  ro->scaling = (dash_scaling)o->scaling;
+  ro->max_steps = o->max_steps;
+  ro->tol = o->tol;
+  ro->eps = o->eps;
+  ro->precision = (dash_precision)o->precision;
+  ro->fallback = (dash_fallback)o->fallback;
+  ro->backend = cfg->backend;
+  ro->threads = cfg->threads;
+  return 0;
+}
+
+int dashd__stack_register(struct dashd_session *s,
+                          const Dashpb__RegisterStack *req, int *fds,
+                          int nfds, uint64_t *id_out, char *err,
+                          size_t err_size) {
+  struct dashd_server *srv = s->srv;
+  struct dashd_stack *st = NULL;
+  int rc;
+
+  if (nfds != 2) {
+    snprintf(err, err_size,
+             "RegisterStack carries %d fds; it needs 2 (statistics, "
+             "results)",
+             nfds);
+    rc = DASH_E_INVALID;
+    goto out;
+  }
+  if (req->options == NULL) {
+    snprintf(err, err_size, "RegisterStack without options");
+    rc = DASH_E_INVALID;
+    goto out;
+  }
+  if (req->transport != DASHPB__TRANSPORT__TRANSPORT_SHM) {
+    snprintf(err, err_size, "transport %d is not supported here",
+             (int)req->transport);
+    rc = DASH_E_UNSUPPORTED;
+    goto out;
+  }
+  if (s->n_stacks >= srv->cfg.max_stacks_per_client) {
+    snprintf(err, err_size, "this client already has %u stacks, the limit",
+             s->n_stacks);
+    rc = DASH_E_LIMIT;
+    goto out;
+  }
+  const Dashpb__StackOptions *o = req->options;
+  if ((rc = dash_roots_check_shape((size_t)o->num_blocks,
+                                   (size_t)o->block_size)) < 0) {
+    snprintf(err, err_size, "%s", dash_last_error());
+    goto out;
+  }
+  /* The shape check bounds N·B·B·4 by DASH_ROOTS_MAX_BYTES, so none of
+   * these products overflow. */
+  size_t elems = (size_t)o->num_blocks * o->block_size * o->block_size;
+  size_t bytes = elems * sizeof(float);
+  if (req->stats_bytes != bytes || req->result_bytes != 2 * (uint64_t)bytes) {
+    snprintf(err, err_size,
+             "declared sizes %llu and %llu do not match %llu blocks of "
+             "%llux%llu (need %zu and %zu bytes)",
+             (unsigned long long)req->stats_bytes,
+             (unsigned long long)req->result_bytes,
+             (unsigned long long)o->num_blocks,
+             (unsigned long long)o->block_size,
+             (unsigned long long)o->block_size, bytes, 2 * bytes);
+    rc = DASH_E_INVALID;
+    goto out;
+  }
+  uint64_t cost = 5 * (uint64_t)bytes; /* stats, 2 slots, 2 snapshots */
+  if (s->bytes + cost > srv->cfg.max_bytes_per_client) {
+    snprintf(err, err_size,
+             "this stack needs %llu bytes; the client holds %llu of its "
+             "limit of %llu",
+             (unsigned long long)cost, (unsigned long long)s->bytes,
+             (unsigned long long)srv->cfg.max_bytes_per_client);
+    rc = DASH_E_LIMIT;
+    goto out;
+  }
+
+  st = calloc(1, sizeof(*st));
+  if (st == NULL) {
+    rc = DASH_E_NOMEM;
+    snprintf(err, err_size, "out of memory");
+    goto out;
+  }
+  st->n = (size_t)o->num_blocks;
+  st->b = (size_t)o->block_size;
+  st->elems = elems;
+  st->bytes = cost;
+  st->computing = st->pending = st->held = st->ready = -1;
+  options_from_pb(o, &srv->cfg, &st->opts);
+
+  void *p;
+  if ((rc = map_client_fd(fds[0], bytes, 0, "statistics", &p, err,
+                          err_size)) < 0)
+    goto out;
+  st->stats = p;
+  if ((rc = map_client_fd(fds[1], 2 * bytes, 1, "results", &p, err,
+                          err_size)) < 0)
+    goto out;
+  st->results = p;
+  if ((rc = dash_roots_plan_create(&st->plan, st->n, st->b, &st->opts)) < 0) {
+    snprintf(err, err_size, "%s", dash_last_error());
+    goto out;
+  }
+  st->opts = *dash_roots_plan_options(st->plan);
+  st->snaps[0] = map_private(bytes);
+  st->snaps[1] = map_private(bytes);
+  st->infos = calloc(st->n, sizeof(*st->infos));
+  if (st->snaps[0] == NULL || st->snaps[1] == NULL || st->infos == NULL) {
+    snprintf(err, err_size, "out of memory for %zu bytes of snapshots",
+             2 * bytes);
+    rc = DASH_E_NOMEM;
+    goto out;
+  }
+
+  st->id = ++srv->next_stack_id;
+  st->srv = srv;
+  st->owner = s;
+  st->next_owned = s->stacks;
+  s->stacks = st;
+  s->n_stacks++;
+  s->bytes += cost;
+  st->next_all = srv->stacks;
+  srv->stacks = st;
+  *id_out = st->id;
+  dashd__log(DASHD_LOG_INFO,
+             "stack %llu registered by pid %d: %zu blocks of %zux%zu, %s, "
+             "root %d",
+             (unsigned long long)st->id, (int)s->pid, st->n, st->b, st->b,
+             dash_method_name(st->opts.method), st->opts.root);
+  st = NULL;
+  rc = 0;
+out:
+  /* The mappings keep the memory; the fds themselves are never kept. */
+  for (int i = 0; i < nfds; i++) close(fds[i]);
+  if (st != NULL) stack_free(st);
+  return rc;
+}
+
+/* Starts computing snapshot `snap` into the slot the client does not
+ * hold. With two slots, one may be held and the other is free to write;
+ * an unadopted older result in it is superseded by this newer one. */
+static void start_compute(struct dashd_stack *st, int snap) {
+  int slot;
+  if (st->held >= 0)
+    slot = 1 - st->held;
+  else
+    slot = st->ready == 0 ? 1 : 0;
+  int prev;
+  if (st->ready == slot) {
+    /* The slot's own blocks are the newest earlier result. */
+    st->ready = -1;
+    prev = slot;
+  } else {
+    prev = st->ready >= 0 ? st->ready : st->held;
+  }
+  st->computing = snap;
+  st->job.stack = st;
+  st->job.snap = snap;
+  st->job.slot = slot;
+  st->job.prev = prev;
+  st->job.step = st->snap_step[snap];
+  dashd__sched_submit(st->srv->sched, &st->job);
+}
+
+int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
+                         int *coalesced, int *queued_behind) {
+  size_t bytes = st->elems * sizeof(float);
+  st->refreshes++;
+  st->last_step_requested = step;
+  *coalesced = 0;
+  *queued_behind = st->computing >= 0;
+  if (st->computing < 0) {
+    /* The trainer waits in dash_step while this copy runs and writes its
+     * statistics only after the reply: the snapshot is consistent. */
+    memcpy(st->snaps[0], st->stats, bytes);
+    st->snap_step[0] = step;
+    start_compute(st, 0);
+    return 0;
+  }
+  int snap = 1 - st->computing;
+  if (st->pending >= 0) {
+    *coalesced = 1;
+    st->coalesced++;
+  }
+  memcpy(st->snaps[snap], st->stats, bytes);
+  st->snap_step[snap] = step;
+  st->pending = snap;
+  return 0;
+}
+
+int dashd__stack_sync(struct dashd_stack *st) {
+  if (st->ready < 0) return 0;
+  st->held = st->ready;
+  st->ready = -1;
+  return 1;
+}
+
+static void stack_unlink(struct dashd_stack *st) {
+  struct dashd_session *s = st->owner;
+  if (s != NULL) {
+    for (struct dashd_stack **p = &s->stacks; *p != NULL;
+         p = &(*p)->next_owned) {
+      if (*p == st) {
+        *p = st->next_owned;
+        break;
+      }
+    }
+    s->n_stacks--;
+    s->bytes -= st->bytes;
+    st->owner = NULL;
+  }
+}
+
+static void stack_remove_from_server(struct dashd_server *srv,
+                                     struct dashd_stack *st) {
+  for (struct dashd_stack **p = &srv->stacks; *p != NULL;
+       p = &(*p)->next_all) {
+    if (*p == st) {
+      *p = st->next_all;
+      return;
+    }
+  }
+}
+
+void dashd__stack_release(struct dashd_stack *st) {
+  struct dashd_server *srv = st->srv;
+  stack_unlink(st);
+  st->pending = -1;
+  if (st->computing >= 0) return; /* freed by dashd__stack_job_done */
+  stack_remove_from_server(srv, st);
+  dashd__log(DASHD_LOG_DEBUG, "stack %llu freed", (unsigned long long)st->id);
+  stack_free(st);
+}
+
+void dashd__result_to_pb(const struct dashd_result *r, int slot,
+                         Dashpb__ResultInfo *pb, uint64_t *counts) {
+  dashpb__result_info__init(pb);
+  pb->generation = r->generation;
+  pb->step = r->step;
+  pb->slot = (uint32_t)slot;
+  pb->compute_ms = r->compute_ms;
+  pb->method = (int32_t)r->method;
+  pb->max_iterations = r->max_iterations;
+  for (int i = 0; i < DASH_BLOCK_STATUS_COUNT; i++)
+    counts[i] = r->blocks_by_status[i];
+  pb->n_blocks_by_status = DASH_BLOCK_STATUS_COUNT;
+  pb->blocks_by_status = counts;
+  pb->status = r->status;
+  pb->message = (char *)r->message;
+}
+
+void dashd__stack_job_done(struct dashd_stack *st) {
+  struct dashd_job *job = &st->job;
+  struct dashd_result *r = &st->slot_result[job->slot];
+  st->computing = -1;
+
+  if (job->rc == 0) {
+    memset(r, 0, sizeof(*r));
+    r->generation = ++st->generation;
+    r->step = job->step;
+    r->compute_ms = job->report.ms_total;
+    r->method = job->report.method;
+    r->max_iterations = job->report.max_iterations;
+    memcpy(r->blocks_by_status, job->report.blocks_by_status,
+           sizeof(r->blocks_by_status));
+    st->ready = job->slot;
+    st->last_step_done = job->step;
+    st->last_refresh_ms = job->report.ms_total;
+  } else {
+    st->failures++;
+    dashd__log(DASHD_LOG_WARN, "stack %llu: refresh of step %llu failed: %s",
+               (unsigned long long)st->id, (unsigned long long)job->step,
+               job->message);
+  }
+
+  if (st->owner == NULL) {
+    /* The owner let go while this computed. */
+    stack_remove_from_server(st->srv, st);
+    stack_free(st);
+    return;
+  }
+
+  /* Tell the owner. A failed computation is reported with its status;
+   * the slot it wrote into is not handed over. */
+  Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+  Dashpb__RefreshDone done = DASHPB__REFRESH_DONE__INIT;
+  Dashpb__ResultInfo info;
+  uint64_t counts[DASH_BLOCK_STATUS_COUNT];
+  struct dashd_result failed;
+  const struct dashd_result *src = r;
+  if (job->rc < 0) {
+    memset(&failed, 0, sizeof(failed));
+    failed.step = job->step;
+    failed.status = job->rc;
+    snprintf(failed.message, sizeof(failed.message), "%s", job->message);
+    src = &failed;
+  }
+  dashd__result_to_pb(src, job->slot, &info, counts);
+  done.stack_id = st->id;
+  done.result = &info;
+  env.body_case = DASHPB__ENVELOPE__BODY_REFRESH_DONE;
+  env.refresh_done = &done;
+  dashd__session_send(st->owner, &env);
+
+  if (st->pending >= 0) {
+    int snap = st->pending;
+    st->pending = -1;
+    start_compute(st, snap);
+  }
+}
