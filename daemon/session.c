@@ -303,6 +303,14 @@ static void handle(struct dashd_session *s, const Dashpb__Envelope *req,
     reply_status(s, rid, DASH_E_PROTOCOL, "send Hello first");
     return;
   }
+  if (s->srv->stopping &&
+      (req->body_case == DASHPB__ENVELOPE__BODY_REGISTER_STACK ||
+       req->body_case == DASHPB__ENVELOPE__BODY_REFRESH)) {
+    /* No new work while the daemon winds down its last computation. */
+    close_fds(fds, nfds);
+    reply_status(s, rid, DASH_E_DISCONNECTED, "the daemon is stopping");
+    return;
+  }
   switch (req->body_case) {
     case DASHPB__ENVELOPE__BODY_HELLO:
       handle_hello(s, req);

@@ -210,28 +210,32 @@ out:
   return rc;
 }
 
-/* Starts computing snapshot `snap` into the slot the client does not
- * hold. With two slots, one may be held and the other is free to write;
- * an unadopted older result in it is superseded by this newer one. */
-static void start_compute(struct dashd_stack *st, int snap) {
-  int slot;
-  if (st->held >= 0)
-    slot = 1 - st->held;
-  else
-    slot = st->ready == 0 ? 1 : 0;
-  int prev;
-  if (st->ready == slot) {
-    /* The slot's own blocks are the newest earlier result. */
-    st->ready = -1;
-    prev = slot;
-  } else {
-    prev = st->ready >= 0 ? st->ready : st->held;
-  }
+/* The result slot the next computation may write: neither the one the
+ * client holds nor the newest finished one it has not adopted yet. With
+ * two slots there is none while the client holds one and the other is
+ * ready; the computation then waits for the client's next Sync, so a
+ * finished result is never thrown away unseen (a trainer stepping faster
+ * than the daemon computes would otherwise never get one). */
+static int writable_slot(const struct dashd_stack *st) {
+  if (st->held < 0) return st->ready == 0 ? 1 : 0;
+  if (st->ready == 1 - st->held) return -1;
+  return 1 - st->held;
+}
+
+/* Starts the waiting snapshot when the worker is free for this stack and
+ * a slot can be written. */
+static void try_start(struct dashd_stack *st) {
+  if (st->computing >= 0 || st->pending < 0 || st->owner == NULL) return;
+  int slot = writable_slot(st);
+  if (slot < 0) return;
+  int snap = st->pending;
+  st->pending = -1;
   st->computing = snap;
   st->job.stack = st;
   st->job.snap = snap;
   st->job.slot = slot;
-  st->job.prev = prev;
+  /* Blocks with non-finite input keep the newest earlier result. */
+  st->job.prev = st->ready >= 0 ? st->ready : st->held;
   st->job.step = st->snap_step[snap];
   dashd__sched_submit(st->srv->sched, &st->job);
 }
@@ -241,24 +245,19 @@ int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
   size_t bytes = st->elems * sizeof(float);
   st->refreshes++;
   st->last_step_requested = step;
-  *coalesced = 0;
   *queued_behind = st->computing >= 0;
-  if (st->computing < 0) {
-    /* The trainer waits in dash_step while this copy runs and writes its
-     * statistics only after the reply: the snapshot is consistent. */
-    memcpy(st->snaps[0], st->stats, bytes);
-    st->snap_step[0] = step;
-    start_compute(st, 0);
-    return 0;
-  }
-  int snap = 1 - st->computing;
-  if (st->pending >= 0) {
-    *coalesced = 1;
-    st->coalesced++;
-  }
+  *coalesced = st->pending >= 0;
+  if (*coalesced) st->coalesced++;
+  /* The buffer the worker is not reading: a waiting snapshot is replaced
+   * by this newer one (invariant 4). The trainer waits in dash_step while
+   * this copy runs and writes its statistics only after the reply, so the
+   * snapshot is consistent (invariant 1). */
+  int snap = st->computing >= 0 ? 1 - st->computing
+                                : (st->pending >= 0 ? st->pending : 0);
   memcpy(st->snaps[snap], st->stats, bytes);
   st->snap_step[snap] = step;
   st->pending = snap;
+  try_start(st);
   return 0;
 }
 
@@ -266,6 +265,8 @@ int dashd__stack_sync(struct dashd_stack *st) {
   if (st->ready < 0) return 0;
   st->held = st->ready;
   st->ready = -1;
+  /* The slot the client let go of can take the waiting computation. */
+  try_start(st);
   return 1;
 }
 
@@ -376,9 +377,5 @@ void dashd__stack_job_done(struct dashd_stack *st) {
   env.refresh_done = &done;
   dashd__session_send(st->owner, &env);
 
-  if (st->pending >= 0) {
-    int snap = st->pending;
-    st->pending = -1;
-    start_compute(st, snap);
-  }
+  try_start(st);
 }

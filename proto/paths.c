@@ -9,8 +9,10 @@
 #include "../kernels/internal.h"
 
 int dash__default_socket_path(char *out, size_t size) {
-  const char *env = getenv("DASHD_SOCKET");
-  const char *xdg = getenv("XDG_RUNTIME_DIR");
+  /* secure_getenv: a setuid program that loads libdash must not be
+   * steered to another socket by its caller's environment. */
+  const char *env = secure_getenv("DASHD_SOCKET");
+  const char *xdg = secure_getenv("XDG_RUNTIME_DIR");
   int n;
   struct sockaddr_un addr;
   if (env != NULL && env[0] != '\0')

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_ipc.h"
 #include "dash/roots.h"
 #include "spectra.h"
 
@@ -147,6 +148,8 @@ static void usage(FILE *f) {
           "  --json              one JSON object per line per measurement\n"
           "  --skip-unavailable  exit 0, not 2, when the backend or a method\n"
           "                      is unavailable\n"
+          "  --ipc               measure the daemon's round trips instead\n"
+          "                      (dash-bench --ipc --help)\n"
           "  --help              this text\n"
           "\n"
           "gflops = nominal flops / ms_min, counting GEMM and LAPACK work:\n"
@@ -1049,6 +1052,8 @@ out:
 
 int main(int argc, char **argv) {
   static const dash_roots_options defaults = DASH_ROOTS_OPTIONS_INIT;
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--ipc") == 0) return dash__bench_ipc(argc, argv);
   struct bench *bn = calloc(1, sizeof(*bn));
   int status = EXIT_FAILURE, rc = 0;
 

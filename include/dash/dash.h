@@ -133,10 +133,13 @@ DASH_API float *dash_stack_stats(dash_stack *s);
 DASH_API int dash_step(dash_stack *s, uint64_t step, void *cuda_stream);
 
 /**
- * Adopts the newest finished result.
- * @param timeout_ms  0: only look; -1: wait until the refresh in flight
- *                    finishes (returns at once when none is); > 0: wait at
- *                    most this long for it.
+ * Adopts the newest finished result. A result newer than the one held
+ * is adopted at once; when none has finished yet and a refresh is in
+ * flight, the call waits for one as the timeout allows.
+ * @param timeout_ms  0: only look (no round trip when nothing new was
+ *                    pushed); -1: wait as long as a refresh is in flight
+ *                    (returns at once when none is); > 0: wait at most
+ *                    this long.
  * @param info        NULL, or receives what the held result is.
  * @return 1 when a newer result was adopted; 0 when none was (nothing
  *         newer yet, or the wait timed out); < 0 on error.

@@ -1,0 +1,390 @@
+/* libdash: stacks, their shared memory, and the hand-over of result
+ * slots by refresh and sync. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../kernels/internal.h"
+#include "internal.h"
+
+static int errno_status(int err) {
+  return err == ENOMEM || err == ENOSPC || err == EFBIG || err == EMFILE ||
+                 err == ENFILE
+             ? DASH_E_NOMEM
+             : DASH_E_IO;
+}
+
+/* A zero-filled memfd of bytes, sealed so that neither side can change
+ * its size (the daemon refuses fds it could be SIGBUSed through), and
+ * mapped shared. */
+static int shared_memfd(const char *name, size_t bytes, int *fd_out,
+                        void **map_out) {
+  int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  int rc = 0;
+  if (fd < 0)
+    return dash__fail(errno_status(errno), "memfd_create %s: %s", name,
+                      strerror(errno));
+  if (ftruncate(fd, (off_t)bytes) < 0) {
+    rc = dash__fail(errno_status(errno), "%s: %zu bytes: %s", name, bytes,
+                    strerror(errno));
+    goto out;
+  }
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+    rc = dash__fail(DASH_E_IO, "%s: sealing: %s", name, strerror(errno));
+    goto out;
+  }
+  void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) {
+    rc = dash__fail(errno_status(errno), "%s: mmap of %zu bytes: %s", name,
+                    bytes, strerror(errno));
+    goto out;
+  }
+  *map_out = map;
+  *fd_out = fd;
+out:
+  if (rc < 0)
+    close(fd);
+  return rc;
+}
+
+static void stack_free(dash_stack *s) {
+  if (s->stats != NULL)
+    munmap(s->stats, s->stats_bytes);
+  if (s->results != NULL)
+    munmap(s->results, s->result_bytes);
+  free(s);
+}
+
+static int check_options(const dash_stack_options *o) {
+  if (o->version != DASH_STACK_OPTIONS_VERSION)
+    return dash__fail(DASH_E_INVALID,
+                      "options version %u is not %d: start from "
+                      "DASH_STACK_OPTIONS_INIT",
+                      o->version, DASH_STACK_OPTIONS_VERSION);
+  /* The method, root and the rest are the daemon's to judge: it builds
+   * a plan from them and says what it refuses. */
+  return dash_roots_check_shape(o->num_blocks, o->block_size);
+}
+
+int dash_stack_create(dash_client *c, const dash_stack_options *o,
+                      dash_stack **out) {
+  Dashpb__Envelope req = DASHPB__ENVELOPE__INIT;
+  Dashpb__RegisterStack reg = DASHPB__REGISTER_STACK__INIT;
+  Dashpb__StackOptions opts = DASHPB__STACK_OPTIONS__INIT;
+  Dashpb__Envelope *reply = NULL;
+  int fds[2] = {-1, -1};
+  dash_stack *s = NULL;
+  size_t elems, stats_bytes, result_bytes;
+  void *stats = NULL, *results = NULL;
+  int rc;
+
+  dash__clear_error();
+  if (out == NULL)
+    return dash__fail(DASH_E_INVALID, "out is NULL");
+  *out = NULL;
+  if (c == NULL || o == NULL)
+    return dash__fail(DASH_E_INVALID, "client and options must not be NULL");
+  if ((rc = check_options(o)) < 0)
+    return rc;
+  if (__builtin_mul_overflow(o->num_blocks, o->block_size, &elems) ||
+      __builtin_mul_overflow(elems, o->block_size, &elems) ||
+      __builtin_mul_overflow(elems, sizeof(float), &stats_bytes) ||
+      __builtin_mul_overflow(stats_bytes, (size_t)2, &result_bytes) ||
+      result_bytes > (size_t)INT64_MAX)
+    return dash__fail(DASH_E_TOO_LARGE,
+                      "%zu blocks of %zux%zu do not fit this address space",
+                      o->num_blocks, o->block_size, o->block_size);
+
+  s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return dash__fail(DASH_E_NOMEM, "stack");
+  s->c = c;
+  s->n = o->num_blocks;
+  s->b = o->block_size;
+  if ((rc = shared_memfd("dash-stats", stats_bytes, &fds[0], &stats)) < 0)
+    goto out;
+  s->stats = stats;
+  s->stats_bytes = stats_bytes;
+  if ((rc = shared_memfd("dash-results", result_bytes, &fds[1], &results)) < 0)
+    goto out;
+  s->results = results;
+  s->result_bytes = result_bytes;
+
+  opts.num_blocks = o->num_blocks;
+  opts.block_size = o->block_size;
+  opts.root = o->root;
+  opts.method = (int32_t)o->method;
+  opts.scaling = (int32_t)o->scaling;
+  opts.max_steps = o->max_steps;
+  opts.tol = o->tol;
+  opts.eps = o->eps;
+  opts.precision = (int32_t)o->precision;
+  opts.fallback = (int32_t)o->fallback;
+  reg.options = &opts;
+  reg.transport = DASHPB__TRANSPORT__TRANSPORT_SHM;
+  reg.stats_bytes = stats_bytes;
+  reg.result_bytes = result_bytes;
+  req.body_case = DASHPB__ENVELOPE__BODY_REGISTER_STACK;
+  req.register_stack = &reg;
+
+  pthread_mutex_lock(&c->mu);
+  rc = dash__client_request_locked(c, &req, fds, 2, &reply);
+  if (rc == 0 &&
+      (reply->body_case != DASHPB__ENVELOPE__BODY_REGISTER_STACK_REPLY ||
+       reply->register_stack_reply == NULL))
+    rc = dash__fail(DASH_E_PROTOCOL, "dashd answered RegisterStack with %d",
+                    (int)reply->body_case);
+  if (rc == 0) {
+    s->id = reply->register_stack_reply->stack_id;
+    s->next = c->stacks;
+    c->stacks = s;
+  }
+  pthread_mutex_unlock(&c->mu);
+out:
+  /* The daemon holds its own copies of the fds now; the mappings stay. */
+  for (int i = 0; i < 2; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
+  if (reply != NULL)
+    dashpb__envelope__free_unpacked(reply, NULL);
+  if (rc < 0)
+    stack_free(s);
+  else
+    *out = s;
+  return rc;
+}
+
+float *dash_stack_stats(dash_stack *s) {
+  return s != NULL ? s->stats : NULL;
+}
+
+const float *dash_stack_result(const dash_stack *s) {
+  return s != NULL ? s->held : NULL;
+}
+
+size_t dash_stack_num_blocks(const dash_stack *s) {
+  return s != NULL ? s->n : 0;
+}
+
+size_t dash_stack_block_size(const dash_stack *s) {
+  return s != NULL ? s->b : 0;
+}
+
+int dash_step(dash_stack *s, uint64_t step, void *cuda_stream) {
+  Dashpb__Envelope req = DASHPB__ENVELOPE__INIT;
+  Dashpb__Refresh refresh = DASHPB__REFRESH__INIT;
+  Dashpb__Envelope *reply = NULL;
+
+  dash__clear_error();
+  if (s == NULL)
+    return dash__fail(DASH_E_INVALID, "stack is NULL");
+  if (cuda_stream != NULL)
+    return dash__fail(DASH_E_UNSUPPORTED,
+                      "CUDA streams are not supported yet: stacks live in "
+                      "host memory, pass NULL");
+  dash_client *c = s->c;
+  refresh.stack_id = s->id;
+  refresh.step = step;
+  req.body_case = DASHPB__ENVELOPE__BODY_REFRESH;
+  req.refresh = &refresh;
+
+  pthread_mutex_lock(&c->mu);
+  /* Recorded before the request, so that a RefreshDone of an older step
+   * read while waiting for the reply does not end this refresh. */
+  int was_in_flight = s->in_flight;
+  uint64_t was_step = s->want_step;
+  s->in_flight = 1;
+  s->want_step = step;
+  int rc = dash__client_request_locked(c, &req, NULL, 0, &reply);
+  if (rc < 0 && s->in_flight && s->want_step == step) {
+    s->in_flight = was_in_flight;
+    s->want_step = was_step;
+  }
+  pthread_mutex_unlock(&c->mu);
+  if (reply != NULL)
+    dashpb__envelope__free_unpacked(reply, NULL);
+  return rc;
+}
+
+void dash__stack_on_refresh_done(dash_client *c, const Dashpb__RefreshDone *d) {
+  dash_stack *s = c->stacks;
+  while (s != NULL && s->id != d->stack_id)
+    s = s->next;
+  const Dashpb__ResultInfo *r = d->result;
+  if (s == NULL || r == NULL)
+    return;
+  if (s->in_flight && r->step >= s->want_step)
+    s->in_flight = 0;
+  /* Only the newest outcome matters: a success clears an older
+   * failure, a failure waits for dash_sync() to report it. */
+  if (r->status != 0) {
+    s->failed_status = r->status < 0 ? r->status : DASH_E_PROTOCOL;
+    s->failed_step = r->step;
+    snprintf(s->failed_message, sizeof(s->failed_message), "%s",
+             r->message != NULL && r->message[0] != '\0'
+                 ? r->message
+                 : dash_strerror(s->failed_status));
+  } else {
+    s->failed_status = 0;
+    if (r->generation > s->pushed_generation)
+      s->pushed_generation = r->generation;
+  }
+}
+
+/* A generation pushed that neither is held nor was asked for already. */
+static int newer_known(const dash_stack *s) {
+  return s->pushed_generation > s->held_info.generation &&
+         s->pushed_generation > s->synced_generation;
+}
+
+/* The refresh asked for last has a RefreshDone (or none is in flight). */
+static int refresh_done(void *arg) {
+  return !((const dash_stack *)arg)->in_flight;
+}
+
+/* Sync round trip with c->mu held: 1 when a newer result was adopted. */
+static int adopt(dash_stack *s) {
+  Dashpb__Envelope req = DASHPB__ENVELOPE__INIT;
+  Dashpb__Sync sync = DASHPB__SYNC__INIT;
+  Dashpb__Envelope *reply = NULL;
+  int rc;
+
+  sync.stack_id = s->id;
+  req.body_case = DASHPB__ENVELOPE__BODY_SYNC;
+  req.sync = &sync;
+  /* Without this, a daemon that adopts nothing for a pushed generation
+   * would cost a round trip on every later dash_sync(s, 0, ...). */
+  s->synced_generation = s->pushed_generation;
+  if ((rc = dash__client_request_locked(s->c, &req, NULL, 0, &reply)) < 0)
+    goto out;
+  const Dashpb__SyncReply *sr = reply->sync_reply;
+  if (reply->body_case != DASHPB__ENVELOPE__BODY_SYNC_REPLY || sr == NULL) {
+    rc = dash__fail(DASH_E_PROTOCOL, "dashd answered Sync with %d",
+                    (int)reply->body_case);
+    goto out;
+  }
+  /* Pushes come before the replies sent after them, so a daemon with
+   * nothing in flight has no RefreshDone left to send. */
+  if (!sr->in_flight)
+    s->in_flight = 0;
+  const Dashpb__ResultInfo *h = sr->held;
+  if (h != NULL && h->status < 0) {
+    rc = dash__fail(h->status, "the refresh of step %llu failed: %s",
+                    (unsigned long long)h->step,
+                    h->message != NULL ? h->message : "");
+    goto out;
+  }
+  /* Generations only grow: a reply that lost a race with another
+   * thread's Sync of this stack must not move the pointer back. */
+  if (!sr->adopted || h == NULL || h->generation <= s->held_info.generation)
+    goto out;
+  if (h->slot > 1) {
+    rc = dash__fail(DASH_E_PROTOCOL, "dashd handed over result slot %u",
+                    h->slot);
+    goto out;
+  }
+  s->held = s->results + (size_t)h->slot * s->n * s->b * s->b;
+  memset(&s->held_info, 0, sizeof(s->held_info));
+  s->held_info.generation = h->generation;
+  s->held_info.step = h->step;
+  s->held_info.compute_ms = h->compute_ms;
+  s->held_info.method = (dash_method)h->method;
+  s->held_info.max_iterations = h->max_iterations;
+  for (size_t i = 0; i < h->n_blocks_by_status && i < DASH_BLOCK_STATUS_COUNT;
+       i++)
+    s->held_info.blocks_by_status[i] = h->blocks_by_status[i];
+  rc = 1;
+out:
+  if (reply != NULL)
+    dashpb__envelope__free_unpacked(reply, NULL);
+  return rc;
+}
+
+int dash_sync(dash_stack *s, int timeout_ms, dash_refresh_info *info) {
+  dash__clear_error();
+  if (s == NULL)
+    return dash__fail(DASH_E_INVALID, "stack is NULL");
+  if (timeout_ms < -1)
+    return dash__fail(DASH_E_INVALID, "timeout_ms %d: use -1, 0 or more",
+                      timeout_ms);
+  dash_client *c = s->c;
+  pthread_mutex_lock(&c->mu);
+  /* Pushes already on the socket are read first, so that polling with
+   * timeout 0 sees a result as soon as it is there. */
+  int rc = dash__client_drain(c);
+  double deadline = dash__now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+  while (rc == 0) {
+    if (s->failed_status < 0) {
+      rc = dash__fail(s->failed_status, "the refresh of step %llu failed: %s",
+                      (unsigned long long)s->failed_step, s->failed_message);
+      s->failed_status = 0;
+      break;
+    }
+    /* The result pushed may be gone by the time Sync asks for it (the
+     * daemon computes the next refresh into its slot): then wait on. */
+    if (newer_known(s) && (rc = adopt(s)) != 0)
+      break;
+    int left = timeout_ms;
+    if (timeout_ms > 0) {
+      double ms = deadline - dash__now_ms();
+      left = ms > 0 ? (int)ms : 0;
+    }
+    if (!s->in_flight || left == 0)
+      break;
+    rc = dash__client_wait(c, refresh_done, s, left);
+    if (rc == DASH_E_TIMEOUT) {
+      dash__clear_error();
+      rc = 0;
+      break;
+    }
+  }
+  if (info != NULL) {
+    *info = s->held_info;
+    info->in_flight = s->in_flight;
+  }
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
+int dash__stack_destroy_locked(dash_stack *s) {
+  Dashpb__Envelope req = DASHPB__ENVELOPE__INIT;
+  Dashpb__Unregister unreg = DASHPB__UNREGISTER__INIT;
+  Dashpb__Envelope *reply = NULL;
+  dash_client *c = s->c;
+  int rc = 0;
+
+  if (!c->dead) {
+    unreg.stack_id = s->id;
+    req.body_case = DASHPB__ENVELOPE__BODY_UNREGISTER;
+    req.unregister = &unreg;
+    rc = dash__client_request_locked(c, &req, NULL, 0, &reply);
+    if (reply != NULL)
+      dashpb__envelope__free_unpacked(reply, NULL);
+    /* A daemon that is gone has let go of the stack already. */
+    if (rc == DASH_E_DISCONNECTED || rc == DASH_E_TIMEOUT)
+      rc = 0;
+  }
+  for (dash_stack **p = &c->stacks; *p != NULL; p = &(*p)->next) {
+    if (*p == s) {
+      *p = s->next;
+      break;
+    }
+  }
+  stack_free(s);
+  return rc;
+}
+
+int dash_stack_destroy(dash_stack *s) {
+  dash__clear_error();
+  if (s == NULL)
+    return 0;
+  dash_client *c = s->c;
+  pthread_mutex_lock(&c->mu);
+  int rc = dash__stack_destroy_locked(s);
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
