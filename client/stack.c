@@ -241,9 +241,13 @@ static int newer_known(const dash_stack *s) {
          s->pushed_generation > s->synced_generation;
 }
 
-/* The refresh asked for last has a RefreshDone (or none is in flight). */
+/* The wait of dash_sync() ends once the refresh asked for last has a
+ * RefreshDone, or any result newer than the held one was pushed: the
+ * daemon may hold the next computation back until the client adopts that
+ * one, because both result slots are then taken. */
 static int refresh_done(void *arg) {
-  return !((const dash_stack *)arg)->in_flight;
+  const dash_stack *s = arg;
+  return !s->in_flight || newer_known(s);
 }
 
 /* Sync round trip with c->mu held: 1 when a newer result was adopted. */

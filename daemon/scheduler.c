@@ -143,7 +143,12 @@ int dashd__sched_busy(const struct dashd_sched *s) {
 int dashd__sched_cancel_waiting(struct dashd_sched *s) {
   pthread_mutex_lock(&s->lock);
   int n = 0;
-  for (struct dashd_job *j = s->todo_head; j != NULL; j = j->next) n++;
+  /* Called on the loop thread, which owns the stacks: a dropped job
+   * leaves its stack idle, so the stack can be freed. */
+  for (struct dashd_job *j = s->todo_head; j != NULL; j = j->next) {
+    j->stack->computing = -1;
+    n++;
+  }
   s->todo_head = s->todo_tail = NULL;
   pthread_mutex_unlock(&s->lock);
   return n;
