@@ -1,0 +1,121 @@
+#!/usr/bin/python3
+"""The command lines of dashd and dashctl: help, version, bad usage, a bad
+configuration file, and dashctl ping/status against a real daemon.
+
+Usage: dashd_cli.py DASHD DASHCTL
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+DASHD = DASHCTL = None
+
+
+class DaemonCli(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.sock = os.path.join(self.tmp.name, "sock")
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def run_cmd(self, *args, timeout=30):
+        return subprocess.run(list(args), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def start(self, *extra):
+        log = open(os.path.join(self.tmp.name, "log"), "w")
+        p = subprocess.Popen([DASHD, "--socket", self.sock, *extra],
+                             stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = self.run_cmd(DASHCTL, "--socket", self.sock, "ping")
+            if r.returncode == 0:
+                return p
+            time.sleep(0.02)
+        p.kill()
+        self.fail("dashd did not come up: %s" %
+                  open(os.path.join(self.tmp.name, "log")).read())
+
+    def stop(self, p):
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(timeout=10), 0)
+        self.assertFalse(os.path.exists(self.sock))
+
+    def test_help_and_version_exit_zero(self):
+        for prog in (DASHD, DASHCTL):
+            r = self.run_cmd(prog, "--help")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("usage", r.stdout.lower())
+            r = self.run_cmd(prog, "--version")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertRegex(r.stdout, r"\d+\.\d+\.\d+")
+
+    def test_bad_usage_exits_two(self):
+        self.assertEqual(self.run_cmd(DASHD, "--bogus").returncode, 2)
+        self.assertEqual(self.run_cmd(DASHD, "--threads", "-1",
+                                      "--socket", self.sock).returncode, 2)
+        self.assertEqual(self.run_cmd(DASHD, "--backend", "tpu",
+                                      "--socket", self.sock).returncode, 2)
+        self.assertEqual(self.run_cmd(DASHCTL, "frobnicate").returncode, 2)
+
+    def test_bad_config_names_file_line_and_key(self):
+        conf = os.path.join(self.tmp.name, "dashd.conf")
+        with open(conf, "w") as f:
+            f.write("# comment\nthreads = 2\nmax_clients = 0\n")
+        r = self.run_cmd(DASHD, "--config", conf, "--socket", self.sock)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("%s:3" % conf, r.stderr)
+        self.assertIn("max_clients", r.stderr)
+        self.assertFalse(os.path.exists(self.sock))
+
+    def test_dashctl_without_daemon_exits_one_naming_the_socket(self):
+        r = self.run_cmd(DASHCTL, "--socket", self.sock, "ping")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(self.sock, r.stderr)
+
+    def test_ping_and_status_against_a_daemon(self):
+        p = self.start("--threads", "1")
+        try:
+            r = self.run_cmd(DASHCTL, "--socket", self.sock, "ping")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("pong", r.stdout)
+            r = self.run_cmd(DASHCTL, "--socket", self.sock, "status",
+                             "--json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            st = json.loads(r.stdout)
+            self.assertEqual(st["backend"], "cpu")
+            self.assertEqual(st["stacks"], [])
+            self.assertGreaterEqual(st["clients"], 1)
+            r = self.run_cmd(DASHCTL, "--socket", self.sock, "status")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("backend cpu", r.stdout)
+            self.assertIn("no stacks", r.stdout)
+        finally:
+            self.stop(p)
+
+    def test_second_daemon_on_a_live_socket_refuses(self):
+        p = self.start()
+        try:
+            r = self.run_cmd(DASHD, "--socket", self.sock)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("another dashd", r.stderr)
+            # The first one still answers.
+            r = self.run_cmd(DASHCTL, "--socket", self.sock, "ping")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            self.stop(p)
+
+
+if __name__ == "__main__":
+    DASHD, DASHCTL = sys.argv[1], sys.argv[2]
+    result = unittest.main(argv=sys.argv[:1], exit=False, verbosity=2).result
+    failed = len(result.failures) + len(result.errors)
+    print("%d passed, %d failed" % (result.testsRun - failed, failed))
+    sys.exit(1 if failed else 0)
