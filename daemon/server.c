@@ -213,8 +213,11 @@ static void reload(struct dashd_server *srv) {
   next.max_frame = srv->cfg.max_frame;
   srv->cfg = next;
   dashd__log_set_level(srv->cfg.log_level);
-  dashd__log(DASHD_LOG_INFO, "SIGHUP: configuration reloaded from %s",
-             srv->config_path);
+  dashd__log(DASHD_LOG_INFO,
+             "SIGHUP: configuration reloaded from %s (log level %s, "
+             "max_clients %u, max_stacks_per_client %u)",
+             srv->config_path, dashd__log_level_name(srv->cfg.log_level),
+             srv->cfg.max_clients, srv->cfg.max_stacks_per_client);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {

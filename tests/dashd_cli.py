@@ -100,6 +100,64 @@ class DaemonCli(unittest.TestCase):
         finally:
             self.stop(p)
 
+    def read_log(self):
+        with open(os.path.join(self.tmp.name, "log")) as f:
+            return f.read()
+
+    def wait_log(self, text, seconds=10):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if text in self.read_log():
+                return
+            time.sleep(0.02)
+        self.fail("%r never appeared in the log:\n%s" % (text,
+                                                        self.read_log()))
+
+    def test_sighup_reloads_or_keeps_the_configuration(self):
+        conf = os.path.join(self.tmp.name, "dashd.conf")
+        with open(conf, "w") as f:
+            f.write("log_level = info\nmax_clients = 8\n")
+        p = self.start("--config", conf)
+        try:
+            # A bad file is refused as a whole; the daemon keeps serving.
+            with open(conf, "w") as f:
+                f.write("log_level = debug\nmax_clients = -4\n")
+            p.send_signal(signal.SIGHUP)
+            self.wait_log("keeping the running configuration")
+            self.assertIn("%s:2" % conf, self.read_log())
+            r = self.run_cmd(DASHCTL, "--socket", self.sock, "ping")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            # A good one is applied; a restart-only key says so.
+            with open(conf, "w") as f:
+                f.write("log_level = debug\nthreads = 1\n")
+            p.send_signal(signal.SIGHUP)
+            self.wait_log("configuration reloaded")
+            self.assertIn("'threads' changes only on restart", self.read_log())
+            # max_clients went back to its default with its line gone.
+            self.assertIn("log level debug, max_clients 64", self.read_log())
+        finally:
+            self.stop(p)
+
+    def test_a_user_not_allowed_is_refused(self):
+        conf = os.path.join(self.tmp.name, "dashd.conf")
+        with open(conf, "w") as f:
+            # Neither this test's uid nor its gid.
+            f.write("allowed_uids = %d\nallowed_gids = %d\n" %
+                    (os.getuid() + 4242, os.getgid() + 4242))
+        log = open(os.path.join(self.tmp.name, "log"), "w")
+        p = subprocess.Popen([DASHD, "--socket", self.sock, "--config",
+                              conf], stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(self.sock):
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.02)
+            r = self.run_cmd(DASHCTL, "--socket", self.sock, "ping")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("not allowed", r.stderr)
+        finally:
+            self.stop(p)
+
     def test_second_daemon_on_a_live_socket_refuses(self):
         p = self.start()
         try:
