@@ -113,6 +113,12 @@ struct dashd_server {
   uint64_t stop_started_ms;
   uv_timer_t stop_timer;
   uv_signal_t sig_int, sig_term, sig_hup;
+  /* What systemd gave or asked for; all unused without systemd. */
+  int socket_from_systemd;         /* the listening fd is systemd's */
+  int notify_on;                   /* notify_timer runs */
+  uint64_t watchdog_usec;          /* 0: no watchdog asked for */
+  uv_timer_t notify_timer;
+  char last_status[128];
 };
 
 /* server.c */

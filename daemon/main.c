@@ -26,6 +26,9 @@ static void usage(FILE *f) {
           "                     (default 0)\n"
           "  --config FILE      read key = value settings from FILE; the\n"
           "                     command line wins over it; SIGHUP reloads it\n"
+          "  --check-config FILE  check FILE (and the other options), print\n"
+          "                     the settings in effect and exit: 0 when\n"
+          "                     valid, 2 naming file:line:key when not\n"
           "  --log-level L      error, warn, info or debug (default info)\n"
           "  --help             this text\n"
           "  --version          the version\n"
@@ -37,6 +40,7 @@ static void usage(FILE *f) {
 /* Settings from the command line, applied over the file's. */
 struct cli {
   const char *config;
+  const char *check_config; /* --check-config: check and exit */
   const char *pairs[8][2];
   int npairs;
 };
@@ -47,6 +51,7 @@ static int parse_cli(int argc, char **argv, struct cli *c) {
       {"backend", required_argument, NULL, 'b'},
       {"threads", required_argument, NULL, 't'},
       {"config", required_argument, NULL, 'c'},
+      {"check-config", required_argument, NULL, 'C'},
       {"log-level", required_argument, NULL, 'l'},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
@@ -69,6 +74,9 @@ static int parse_cli(int argc, char **argv, struct cli *c) {
         break;
       case 'c':
         c->config = optarg;
+        continue;
+      case 'C':
+        c->check_config = optarg;
         continue;
       case 'h':
         usage(stdout);
@@ -98,6 +106,7 @@ int main(int argc, char **argv) {
   char err[512];
 
   if (parse_cli(argc, argv, &cli) < 0) return 2;
+  if (cli.check_config != NULL) cli.config = cli.check_config;
   if (getenv("JOURNAL_STREAM") != NULL || getenv("NOTIFY_SOCKET") != NULL)
     dashd__log_set_syslog_prefix(1);
   dashd__config_defaults(&srv.cfg);
@@ -114,6 +123,11 @@ int main(int argc, char **argv) {
       fprintf(stderr, "dashd: on the command line: %s\n", err);
       return 2;
     }
+  }
+  if (cli.check_config != NULL) {
+    /* What the daemon would run with; nothing is started. */
+    dashd__config_dump(&srv.cfg, stdout);
+    return fflush(stdout) == 0 ? 0 : 1;
   }
   srv.cli_pairs = cli.pairs;
   srv.n_cli_pairs = cli.npairs;

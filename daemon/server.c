@@ -3,11 +3,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "dashd.h"
@@ -15,6 +18,12 @@
 
 /* How long a stop waits for the computation in flight. */
 static const uint64_t kStopGraceMs = 2000;
+/* How often STATUS= is refreshed when systemd listens but asked for no
+ * watchdog. */
+static const uint64_t kNotifyStatusMs = 5000;
+
+/* Without systemd every sd_* call below is a no-op: no NOTIFY_SOCKET, no
+ * LISTEN_FDS. */
 
 int dashd__config_allows(const struct dashd_config *cfg, uid_t uid,
                          gid_t gid) {
@@ -81,6 +90,62 @@ static int claim_path(const char *path) {
   return 0;
 }
 
+/* Tells systemd what the daemon is doing, when that changed. */
+static void notify_status(struct dashd_server *srv) {
+  char line[sizeof(srv->last_status)];
+  unsigned stacks = 0;
+  for (struct dashd_stack *st = srv->stacks; st != NULL; st = st->next_all)
+    if (st->owner != NULL) stacks++;
+  if (srv->stopping)
+    snprintf(line, sizeof(line), "stopping");
+  else
+    snprintf(line, sizeof(line), "serving %u clients, %u stacks",
+             srv->n_sessions, stacks);
+  if (strcmp(line, srv->last_status) == 0) return;
+  snprintf(srv->last_status, sizeof(srv->last_status), "%s", line);
+  sd_notifyf(0, "STATUS=%s", line);
+}
+
+static void on_notify_tick(uv_timer_t *t) {
+  struct dashd_server *srv = t->data;
+  if (srv->watchdog_usec > 0) sd_notify(0, "WATCHDOG=1");
+  notify_status(srv);
+}
+
+/* READY=1 once the socket listens and the handlers are in place. */
+static void notify_ready(struct dashd_server *srv) {
+  sd_notifyf(0, "READY=1\nMAINPID=%lu", (unsigned long)getpid());
+  notify_status(srv);
+  if (getenv("NOTIFY_SOCKET") == NULL) return;
+  /* Pinged at half the interval systemd asked for, as sd_watchdog_enabled
+   * recommends; STATUS= rides on the same timer. */
+  if (sd_watchdog_enabled(0, &srv->watchdog_usec) <= 0)
+    srv->watchdog_usec = 0;
+  uint64_t every = kNotifyStatusMs;
+  if (srv->watchdog_usec > 0 && srv->watchdog_usec / 2000 < every)
+    every = srv->watchdog_usec / 2000 > 0 ? srv->watchdog_usec / 2000 : 1;
+  uv_timer_init(srv->loop, &srv->notify_timer);
+  srv->notify_timer.data = srv;
+  uv_timer_start(&srv->notify_timer, on_notify_tick, every, every);
+  srv->notify_on = 1;
+}
+
+/* A listening Unix stream socket passed by systemd (dashd.socket or
+ * systemd-socket-activate), or -1. */
+static int systemd_listen_fd(void) {
+  int n = sd_listen_fds(1);
+  if (n <= 0) return -1;
+  if (n == 1 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL,
+                                  0) > 0)
+    return SD_LISTEN_FDS_START;
+  dashd__log(DASHD_LOG_WARN,
+             "systemd passed %d fds, not one listening Unix stream socket; "
+             "binding instead",
+             n);
+  for (int i = 0; i < n; i++) close(SD_LISTEN_FDS_START + i);
+  return -1;
+}
+
 static void on_signal(uv_signal_t *h, int signum);
 
 int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop) {
@@ -89,6 +154,27 @@ int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop) {
   srv->loop = loop;
   srv->listen_fd = -1;
   srv->start_ms = (double)uv_now(loop);
+  if ((srv->listen_fd = systemd_listen_fd()) >= 0) {
+    /* systemd owns the socket file: it is neither claimed nor, at stop,
+     * unlinked. The path it was bound to is what the log names. */
+    socklen_t len = sizeof(addr);
+    srv->socket_from_systemd = 1;
+    if (getsockname(srv->listen_fd, (struct sockaddr *)&addr, &len) == 0 &&
+        len > offsetof(struct sockaddr_un, sun_path) && addr.sun_path[0]) {
+      size_t n = strnlen(addr.sun_path,
+                         len - offsetof(struct sockaddr_un, sun_path));
+      if (n < sizeof(srv->socket_path)) {
+        memcpy(srv->socket_path, addr.sun_path, n);
+        srv->socket_path[n] = '\0';
+      }
+    }
+    if (fcntl(srv->listen_fd, F_SETFL,
+              fcntl(srv->listen_fd, F_GETFL) | O_NONBLOCK) != 0) {
+      dashd__log(DASHD_LOG_ERROR, "socket from systemd: %s", strerror(errno));
+      return DASH_E_IO;
+    }
+    goto listening;
+  }
   if (strlen(srv->socket_path) >= sizeof(addr.sun_path)) {
     dashd__log(DASHD_LOG_ERROR, "socket path too long: %s", srv->socket_path);
     return DASH_E_INVALID;
@@ -106,10 +192,11 @@ int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop) {
     srv->listen_fd = -1;
     return DASH_E_IO;
   }
+listening:
   if ((rc = dashd__sched_create(srv, &srv->sched)) < 0) {
     dashd__log(DASHD_LOG_ERROR, "cannot start the worker thread");
     close(srv->listen_fd);
-    unlink(srv->socket_path);
+    if (!srv->socket_from_systemd) unlink(srv->socket_path);
     return rc;
   }
   uv_poll_init(loop, &srv->listen_poll, srv->listen_fd);
@@ -124,9 +211,12 @@ int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop) {
   uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
   uv_timer_init(loop, &srv->stop_timer);
   srv->stop_timer.data = srv;
-  dashd__log(DASHD_LOG_INFO, "dashd %s listening on %s (backend %s, %d threads)",
+  dashd__log(DASHD_LOG_INFO,
+             "dashd %s listening on %s%s (backend %s, %d threads)",
              DASH_VERSION, srv->socket_path,
+             srv->socket_from_systemd ? " (socket from systemd)" : "",
              dash_backend_name(srv->cfg.backend), srv->cfg.threads);
+  notify_ready(srv);
   return 0;
 }
 
@@ -140,6 +230,8 @@ static void finish(struct dashd_server *srv) {
   uv_close((uv_handle_t *)&srv->sig_term, NULL);
   uv_close((uv_handle_t *)&srv->sig_hup, NULL);
   uv_close((uv_handle_t *)&srv->stop_timer, NULL);
+  if (srv->notify_on) uv_close((uv_handle_t *)&srv->notify_timer, NULL);
+  srv->notify_on = 0;
 }
 
 static void on_stop_tick(uv_timer_t *t) {
@@ -167,6 +259,8 @@ void dashd__server_stop(struct dashd_server *srv) {
   if (srv->stopping) return;
   srv->stopping = 1;
   srv->stop_started_ms = uv_now(srv->loop);
+  snprintf(srv->last_status, sizeof(srv->last_status), "stopping");
+  sd_notify(0, "STOPPING=1\nSTATUS=stopping");
   dashd__log(DASHD_LOG_INFO, "stopping: no new clients; %d waiting "
              "refreshes dropped",
              dashd__sched_cancel_waiting(srv->sched));
@@ -174,7 +268,7 @@ void dashd__server_stop(struct dashd_server *srv) {
   uv_close((uv_handle_t *)&srv->listen_poll, NULL);
   close(srv->listen_fd);
   srv->listen_fd = -1;
-  unlink(srv->socket_path);
+  if (!srv->socket_from_systemd) unlink(srv->socket_path);
   uv_timer_start(&srv->stop_timer, on_stop_tick, 0, 20);
 }
 
@@ -213,6 +307,7 @@ static void reload(struct dashd_server *srv) {
   next.max_frame = srv->cfg.max_frame;
   srv->cfg = next;
   dashd__log_set_level(srv->cfg.log_level);
+  notify_status(srv);
   dashd__log(DASHD_LOG_INFO,
              "SIGHUP: configuration reloaded from %s (log level %s, "
              "max_clients %u, max_stacks_per_client %u)",
