@@ -14,10 +14,12 @@ static void usage(FILE *f) {
   fputs(
       "usage: dashctl [--socket PATH] ping\n"
       "       dashctl [--socket PATH] status [--json]\n"
+      "       dashctl [--socket PATH] metrics\n"
       "       dashctl --help | --version\n"
       "\n"
       "  ping            round trip to the daemon\n"
       "  status          the daemon and every stack it serves\n"
+      "  metrics         counters and gauges, Prometheus text format\n"
       "  --json          status as one JSON object\n"
       "  --socket PATH   the daemon's socket (default: $DASHD_SOCKET, else\n"
       "                  /run/dashd/dashd.sock for root, else\n"
@@ -220,6 +222,31 @@ out:
   return rc;
 }
 
+static int cmd_metrics(dash_client *c) {
+  Dashpb__Envelope req = DASHPB__ENVELOPE__INIT;
+  Dashpb__Metrics metrics = DASHPB__METRICS__INIT;
+  Dashpb__Envelope *reply = NULL;
+  int rc = 0;
+
+  req.body_case = DASHPB__ENVELOPE__BODY_METRICS;
+  req.metrics = &metrics;
+  if (dash__client_request(c, &req, NULL, 0, &reply) < 0) {
+    fprintf(stderr, "dashctl: dashd at %s: %s\n", c->socket_path,
+            dash_last_error());
+    return EXIT_DAEMON;
+  }
+  if (reply->body_case != DASHPB__ENVELOPE__BODY_METRICS_REPLY ||
+      reply->metrics_reply == NULL) {
+    fprintf(stderr, "dashctl: dashd at %s answered Metrics with %d\n",
+            c->socket_path, (int)reply->body_case);
+    rc = EXIT_DAEMON;
+  } else {
+    fputs(reply->metrics_reply->text, stdout);
+  }
+  dashpb__envelope__free_unpacked(reply, NULL);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   const char *socket_path = NULL, *cmd = NULL;
   char path[128];
@@ -248,7 +275,8 @@ int main(int argc, char **argv) {
       return usage_error("unknown option", a);
     } else if (cmd != NULL) {
       return usage_error("one command at a time", a);
-    } else if (strcmp(a, "ping") == 0 || strcmp(a, "status") == 0) {
+    } else if (strcmp(a, "ping") == 0 || strcmp(a, "status") == 0 ||
+               strcmp(a, "metrics") == 0) {
       cmd = a;
     } else {
       return usage_error("unknown command", a);
@@ -270,7 +298,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "dashctl: %s\n", dash_last_error());
     return EXIT_DAEMON;
   }
-  rc = strcmp(cmd, "ping") == 0 ? cmd_ping(c) : cmd_status(c, json);
+  if (strcmp(cmd, "ping") == 0)
+    rc = cmd_ping(c);
+  else if (strcmp(cmd, "metrics") == 0)
+    rc = cmd_metrics(c);
+  else
+    rc = cmd_status(c, json);
   dash_disconnect(c);
   return rc;
 }

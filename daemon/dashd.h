@@ -92,6 +92,21 @@ struct dashd_session {
   uint64_t bytes;
 };
 
+/* Bounds of the refresh latency histogram, milliseconds; +Inf follows. */
+#define DASHD_LATENCY_BUCKETS 10
+
+/* Counters since start, for `dashctl metrics`. Loop thread only. */
+struct dashd_metrics {
+  /* Computations by method (dash_method values 0..4) and outcome. */
+  uint64_t refreshes_ok[5], refreshes_failed[5];
+  uint64_t blocks[DASH_BLOCK_STATUS_COUNT];
+  uint64_t coalesced;
+  uint64_t latency_count[DASHD_LATENCY_BUCKETS + 1];
+  double latency_sum_ms;
+  double busy_ms;            /* the worker's time computing */
+  uint64_t connections, refused;
+};
+
 struct dashd_server {
   uv_loop_t *loop;
   struct dashd_config cfg;
@@ -113,6 +128,7 @@ struct dashd_server {
   uint64_t stop_started_ms;
   uv_timer_t stop_timer;
   uv_signal_t sig_int, sig_term, sig_hup;
+  struct dashd_metrics metrics;
   /* What systemd gave or asked for; all unused without systemd. */
   int socket_from_systemd;         /* the listening fd is systemd's */
   int notify_on;                   /* notify_timer runs */
@@ -155,6 +171,12 @@ void dashd__stack_release(struct dashd_stack *st);
 void dashd__stack_job_done(struct dashd_stack *st);
 void dashd__result_to_pb(const struct dashd_result *r, int slot,
                          Dashpb__ResultInfo *pb, uint64_t *counts);
+
+/* metrics.c */
+void dashd__metrics_record(struct dashd_server *srv, const struct dashd_job *j);
+/* The Prometheus text exposition of the server's state; malloc'd, NULL
+ * when out of memory. */
+char *dashd__metrics_render(const struct dashd_server *srv);
 
 /* scheduler.c */
 int dashd__sched_create(struct dashd_server *srv, struct dashd_sched **out);

@@ -339,6 +339,22 @@ static void handle(struct dashd_session *s, const Dashpb__Envelope *req,
     case DASHPB__ENVELOPE__BODY_STATUS_REQUEST:
       handle_status(s, req);
       return;
+    case DASHPB__ENVELOPE__BODY_METRICS: {
+      char *text = dashd__metrics_render(s->srv);
+      if (text == NULL) {
+        reply_status(s, rid, DASH_E_NOMEM, "out of memory");
+        return;
+      }
+      Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+      Dashpb__MetricsReply mr = DASHPB__METRICS_REPLY__INIT;
+      mr.text = text;
+      env.request_id = rid;
+      env.body_case = DASHPB__ENVELOPE__BODY_METRICS_REPLY;
+      env.metrics_reply = &mr;
+      dashd__session_send(s, &env);
+      free(text);
+      return;
+    }
     case DASHPB__ENVELOPE__BODY__NOT_SET:
       reply_status(s, rid, DASH_E_PROTOCOL,
                    "unknown or empty request; this daemon speaks protocol 1");
@@ -438,6 +454,8 @@ int dashd__session_open(struct dashd_server *srv, int fd) {
   s->uid = cred.uid;
   s->gid = cred.gid;
   s->allowed = dashd__config_allows(&srv->cfg, cred.uid, cred.gid);
+  srv->metrics.connections++;
+  if (!s->allowed) srv->metrics.refused++;
   if (uv_poll_init(srv->loop, &s->poll, fd) != 0) {
     dash__wire_reader_free(&s->reader);
     free(s);

@@ -247,7 +247,10 @@ int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
   st->last_step_requested = step;
   *queued_behind = st->computing >= 0;
   *coalesced = st->pending >= 0;
-  if (*coalesced) st->coalesced++;
+  if (*coalesced) {
+    st->coalesced++;
+    st->srv->metrics.coalesced++;
+  }
   /* The buffer the worker is not reading: a waiting snapshot is replaced
    * by this newer one (invariant 4). The trainer waits in dash_step while
    * this copy runs and writes its statistics only after the reply, so the
@@ -328,6 +331,7 @@ void dashd__stack_job_done(struct dashd_stack *st) {
   struct dashd_job *job = &st->job;
   struct dashd_result *r = &st->slot_result[job->slot];
   st->computing = -1;
+  dashd__metrics_record(st->srv, job);
 
   if (job->rc == 0) {
     memset(r, 0, sizeof(*r));

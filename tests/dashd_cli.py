@@ -2,7 +2,7 @@
 """The command lines of dashd and dashctl: help, version, bad usage, a bad
 configuration file, and dashctl ping/status against a real daemon.
 
-Usage: dashd_cli.py DASHD DASHCTL
+Usage: dashd_cli.py DASHD DASHCTL DASH_BENCH
 """
 
 import json
@@ -14,7 +14,7 @@ import tempfile
 import time
 import unittest
 
-DASHD = DASHCTL = None
+DASHD = DASHCTL = BENCH = None
 
 
 class DaemonCli(unittest.TestCase):
@@ -158,6 +158,51 @@ class DaemonCli(unittest.TestCase):
         finally:
             self.stop(p)
 
+    def metrics(self):
+        r = self.run_cmd(DASHCTL, "--socket", self.sock, "metrics")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        values = {}
+        for line in r.stdout.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+        return values
+
+    def test_metrics_count_the_work_done(self):
+        p = self.start("--threads", "1")
+        try:
+            before = self.metrics()
+            self.assertEqual(before["dashd_stacks"], 0)
+            self.assertEqual(
+                before['dashd_refreshes_total{method="ndb",status="ok"}'], 0)
+            # 1 warm-up and 3 measured refreshes of a 2x16 NewtonDB stack.
+            r = self.run_cmd(BENCH, "--ipc", "--socket", self.sock,
+                             "--shape", "2x16", "--repeat", "3")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            m = self.metrics()
+            self.assertEqual(
+                m['dashd_refreshes_total{method="ndb",status="ok"}'], 4)
+            self.assertEqual(
+                m['dashd_refreshes_total{method="evd",status="ok"}'], 0)
+            blocks = sum(v for k, v in m.items()
+                         if k.startswith("dashd_blocks_total"))
+            self.assertEqual(blocks, 4 * 2)
+            self.assertEqual(m["dashd_refresh_duration_seconds_count"], 4)
+            # Histogram buckets are cumulative and end at the count.
+            buckets = [v for k, v in m.items()
+                       if k.startswith("dashd_refresh_duration_seconds_bucket")]
+            self.assertEqual(buckets, sorted(buckets))
+            self.assertEqual(buckets[-1], 4)
+            self.assertGreater(m['dashd_device_busy_seconds_total{device="cpu"}'],
+                               0)
+            # The benchmark's stack is gone with its client.
+            self.assertEqual(m["dashd_stacks"], 0)
+            self.assertEqual(m["dashd_mapped_bytes"], 0)
+            self.assertGreaterEqual(m["dashd_connections_total"], 3)
+        finally:
+            self.stop(p)
+
     def test_second_daemon_on_a_live_socket_refuses(self):
         p = self.start()
         try:
@@ -172,7 +217,7 @@ class DaemonCli(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    DASHD, DASHCTL = sys.argv[1], sys.argv[2]
+    DASHD, DASHCTL, BENCH = sys.argv[1], sys.argv[2], sys.argv[3]
     result = unittest.main(argv=sys.argv[:1], exit=False, verbosity=2).result
     failed = len(result.failures) + len(result.errors)
     print("%d passed, %d failed" % (result.testsRun - failed, failed))
