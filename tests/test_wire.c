@@ -176,6 +176,10 @@ static Dashpb__SyncReply g_sync_reply = DASHPB__SYNC_REPLY__INIT;
 static Dashpb__Unregister g_unregister = DASHPB__UNREGISTER__INIT;
 static Dashpb__Ping g_ping = DASHPB__PING__INIT;
 static Dashpb__Status g_status = DASHPB__STATUS__INIT;
+static Dashpb__Metrics g_metrics = DASHPB__METRICS__INIT;
+static Dashpb__MetricsReply g_metrics_reply = {
+    PROTOBUF_C_MESSAGE_INIT(&dashpb__metrics_reply__descriptor),
+    "# TYPE dashd_clients gauge\ndashd_clients 3\n"};
 static Dashpb__StackStatus g_stack_status = DASHPB__STACK_STATUS__INIT;
 static Dashpb__StackStatus *g_stack_list[2] = {&g_stack_status,
                                                &g_stack_status};
@@ -264,6 +268,8 @@ static Dashpb__Envelope__BodyCase set_body(Dashpb__Envelope *env, int i) {
       DASHPB__ENVELOPE__BODY_PING,
       DASHPB__ENVELOPE__BODY_STATUS_REQUEST,
       DASHPB__ENVELOPE__BODY_STATUS_REPLY,
+      DASHPB__ENVELOPE__BODY_METRICS,
+      DASHPB__ENVELOPE__BODY_METRICS_REPLY,
   };
   ck_assert_int_lt(i, (int)(sizeof(kCases) / sizeof(kCases[0])));
   env->body_case = kCases[i];
@@ -307,6 +313,12 @@ static Dashpb__Envelope__BodyCase set_body(Dashpb__Envelope *env, int i) {
     case DASHPB__ENVELOPE__BODY_STATUS_REPLY:
       env->status_reply = &g_status_reply;
       break;
+    case DASHPB__ENVELOPE__BODY_METRICS:
+      env->metrics = &g_metrics;
+      break;
+    case DASHPB__ENVELOPE__BODY_METRICS_REPLY:
+      env->metrics_reply = &g_metrics_reply;
+      break;
     default:
       ck_abort_msg("unhandled body %d", (int)kCases[i]);
   }
@@ -330,7 +342,7 @@ START_TEST(test_wire_round_trips_every_body_kind) {
   fill_bodies();
   make_pair(sv);
   dash__wire_reader_init(&r, DASH_WIRE_MAX_FRAME);
-  ck_assert_int_eq(kinds, 13);
+  ck_assert_int_eq(kinds, 15);
   /* All frames go out before any is read, so reads span frames. */
   for (int i = 0; i < kinds; i++) {
     Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
