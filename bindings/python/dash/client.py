@@ -1,0 +1,238 @@
+"""Client side of dashd: a connection (Client) and its stacks (Stack).
+
+A Stack's ``stats`` is a writable float32 numpy array of shape (N, B, B)
+over the shared memory the daemon reads: write the statistics in place
+(``stack.stats[:] = L`` or ``np.copyto``), then ``stack.step(i)``.
+``torch.from_numpy(stack.stats)`` gives a CPU tensor over the same memory
+with no copy, so a trainer can ``torch_view.copy_(factor)`` directly.
+
+Lifetime: a Stack keeps its Client alive, and every array handed out by
+``stats``/``result`` keeps its Stack alive. An explicit ``close()``
+(of the Stack, or of the Client, which closes its stacks first) frees the
+memory at once, though: arrays obtained before must not be touched after
+it (the memory is unmapped; touching it crashes the process).
+"""
+import ctypes
+import dataclasses
+import os
+import threading
+import weakref
+
+import numpy as np
+
+from . import _lib
+from ._lib import lib
+from ._names import parse
+from .errors import DashError, E_INVALID, check
+
+__all__ = ["Client", "Stack", "RefreshInfo"]
+
+
+@dataclasses.dataclass
+class RefreshInfo:
+    """What Stack.sync() tells about the result held after it."""
+    adopted: bool            # True when this sync adopted a newer result
+    generation: int          # 1 for a stack's first result, then +1
+    step: int                # the step of the snapshot it came from
+    compute_ms: float        # the daemon's time for the computation
+    method: str              # the method that ran ("ndb", "evd", ...)
+    max_iterations: int      # the most Newton steps of any block
+    blocks_by_status: dict   # {"OK": n, "NONFINITE_INPUT": n, ...}
+    in_flight: bool          # a refresh is computing or waiting
+
+
+def _closed_error(what):
+    return DashError(E_INVALID, "%s is closed" % what)
+
+
+class Client:
+    """A connection to dashd (dash_connect).
+
+    ``socket_path`` None means libdash's default: $DASHD_SOCKET, else
+    /run/dashd/dashd.sock for root, else $XDG_RUNTIME_DIR/dashd.sock.
+    Raises DisconnectedError when no daemon answers there.
+    Usable as a context manager; close() is idempotent.
+    """
+
+    def __init__(self, socket_path=None):
+        self._handle = None
+        self._lock = threading.RLock()
+        self._stacks = weakref.WeakSet()
+        self.socket_path = (os.fspath(socket_path)
+                            if socket_path is not None else None)
+        h = ctypes.c_void_p()
+        arg = os.fsencode(self.socket_path) if socket_path is not None \
+            else None
+        check(lib.dash_connect(arg, ctypes.byref(h)))
+        self._handle = h
+
+    @property
+    def closed(self):
+        return self._handle is None
+
+    def _h(self):
+        h = self._handle
+        if h is None:
+            raise _closed_error("client")
+        return h
+
+    def ping(self):
+        """Round trip to the daemon; returns its time in milliseconds."""
+        rtt = ctypes.c_double()
+        check(lib.dash_ping(self._h(), ctypes.byref(rtt)))
+        return rtt.value
+
+    def create_stack(self, num_blocks, block_size, *, root=4, method="ndb",
+                     scaling="pi", max_steps=10, tol=1e-3, eps=1e-10,
+                     precision="fp32", fallback="diverged"):
+        """Registers a stack of num_blocks blocks of block_size^2 floats
+        (dash_stack_create); the statistics start zeroed."""
+        o = _lib.DashStackOptions(
+            version=_lib.STACK_OPTIONS_VERSION,
+            num_blocks=int(num_blocks), block_size=int(block_size),
+            root=int(root), method=parse("method", method),
+            scaling=parse("scaling", scaling), max_steps=int(max_steps),
+            tol=float(tol), eps=float(eps),
+            precision=parse("precision", precision),
+            fallback=parse("fallback", fallback))
+        with self._lock:
+            h = self._h()
+            s = ctypes.c_void_p()
+            check(lib.dash_stack_create(h, ctypes.byref(o), ctypes.byref(s)))
+            stack = Stack(self, s)
+            self._stacks.add(stack)
+        return stack
+
+    def close(self):
+        """Destroys the stacks still open, then disconnects. Idempotent."""
+        with self._lock:
+            if self._handle is None:
+                return
+            for s in list(self._stacks):
+                s.close()
+            h, self._handle = self._handle, None
+            lib.dash_disconnect(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return "<dash.Client %s%s>" % (
+            self.socket_path or "(default socket)",
+            " closed" if self.closed else "")
+
+
+class Stack:
+    """A stack registered with dashd; made by Client.create_stack()."""
+
+    def __init__(self, client, handle):
+        self._client = client           # keeps the connection alive
+        self._handle = handle
+        self.num_blocks = int(lib.dash_stack_num_blocks(handle))
+        self.block_size = int(lib.dash_stack_block_size(handle))
+        self.shape = (self.num_blocks, self.block_size, self.block_size)
+
+    @property
+    def client(self):
+        return self._client
+
+    @property
+    def closed(self):
+        return self._handle is None
+
+    def _h(self):
+        h = self._handle
+        if h is None:
+            raise _closed_error("stack")
+        return h
+
+    def _view(self, ptr):
+        n, b = self.num_blocks, self.block_size
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        buf = (ctypes.c_float * (n * b * b)).from_address(addr)
+        buf._dash_stack = self          # the array keeps the Stack alive
+        return np.ctypeslib.as_array(buf).reshape(n, b, b)
+
+    @property
+    def stats(self):
+        """The statistics: a writable float32 (N, B, B) numpy view of the
+        shared memory (no copy). torch.from_numpy() of it shares it too."""
+        return self._view(lib.dash_stack_stats(self._h()))
+
+    @property
+    def result(self):
+        """The adopted inverse roots: a read-only float32 (N, B, B) view,
+        None before the first adoption. Take it again after every sync()
+        that adopts: the adopted slot changes, and a view taken before
+        shows the other slot, which the daemon overwrites."""
+        ptr = lib.dash_stack_result(self._h())
+        if not ptr:
+            return None
+        a = self._view(ptr)
+        a.flags.writeable = False
+        return a
+
+    def step(self, step):
+        """Asks for a refresh from the statistics as they are now; returns
+        once the daemon holds its snapshot (dash_step)."""
+        check(lib.dash_step(self._h(), int(step), None))
+
+    def sync(self, timeout_ms=0):
+        """Adopts the newest finished result (dash_sync). timeout_ms 0:
+        only look; -1: wait while a refresh is in flight; > 0: wait at
+        most that long. Returns a RefreshInfo."""
+        info = _lib.DashRefreshInfo()
+        rc = check(lib.dash_sync(self._h(), int(timeout_ms),
+                                 ctypes.byref(info)))
+        return RefreshInfo(
+            adopted=(rc == 1),
+            generation=int(info.generation),
+            step=int(info.step),
+            compute_ms=float(info.compute_ms),
+            method=_lib.enum_name("method", info.method),
+            max_iterations=int(info.max_iterations),
+            blocks_by_status={
+                lib.dash_block_status_name(i).decode():
+                    int(info.blocks_by_status[i])
+                for i in range(_lib.BLOCK_STATUS_COUNT)},
+            in_flight=bool(info.in_flight))
+
+    def close(self):
+        """Unregisters the stack and frees its memory (dash_stack_destroy);
+        arrays taken from stats/result must not be used after. Idempotent;
+        fine when the daemon is gone."""
+        client = self._client
+        with client._lock:
+            h, self._handle = self._handle, None
+            if h is None:
+                return
+            client._stacks.discard(self)
+            # A closed client has already destroyed its stacks.
+            if client._handle is not None:
+                lib.dash_stack_destroy(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return "<dash.Stack N=%d B=%d%s>" % (
+            self.num_blocks, self.block_size,
+            " closed" if self.closed else "")
