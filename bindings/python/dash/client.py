@@ -45,7 +45,23 @@ def _closed_error(what):
     return DashError(E_INVALID, "%s is closed" % what)
 
 
-class Client:
+class _Closeable:
+    """close() on leaving a with block and, quietly, on collection."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Client(_Closeable):
     """A connection to dashd (dash_connect).
 
     ``socket_path`` None means libdash's default: $DASHD_SOCKET, else
@@ -113,25 +129,13 @@ class Client:
             h, self._handle = self._handle, None
             lib.dash_disconnect(h)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __repr__(self):
         return "<dash.Client %s%s>" % (
             self.socket_path or "(default socket)",
             " closed" if self.closed else "")
 
 
-class Stack:
+class Stack(_Closeable):
     """A stack registered with dashd; made by Client.create_stack()."""
 
     def __init__(self, client, handle):
@@ -219,18 +223,6 @@ class Stack:
             # A closed client has already destroyed its stacks.
             if client._handle is not None:
                 lib.dash_stack_destroy(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self):
         return "<dash.Stack N=%d B=%d%s>" % (

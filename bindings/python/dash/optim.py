@@ -271,13 +271,16 @@ class DashShampoo(torch.optim.Optimizer):
                           RuntimeWarning, stacklevel=3)
         self._close_connection()
 
-    def _close_connection(self):
+    def _close_stacks(self):
         for s in (self._stacks or {}).values():
             try:
                 s.close()
             except Exception:
                 pass
         self._stacks = None
+
+    def _close_connection(self):
+        self._close_stacks()
         if self._client is not None:
             try:
                 self._client.close()
@@ -463,12 +466,7 @@ class DashShampoo(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         # Stacks and layout are rebuilt lazily; a refresh sent before the
         # load belongs to other statistics.
-        for s in (self._stacks or {}).values():
-            try:
-                s.close()
-            except Exception:
-                pass
-        self._stacks = None
+        self._close_stacks()
         self._pending_step = None
         self._layout = None
         self._build_layout()
