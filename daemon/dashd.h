@@ -25,16 +25,16 @@ struct dashd_result {
   dash_method method;
   int max_iterations;
   uint64_t blocks_by_status[DASH_BLOCK_STATUS_COUNT];
-  int status;         /* 0, or the dash_status of a failed computation */
+  int status; /* 0, or the dash_status of a failed computation */
   char message[256];
 };
 
 /* One computation handed to the worker. */
 struct dashd_job {
   struct dashd_stack *stack;
-  int snap;           /* snapshot buffer to read */
-  int slot;           /* result slot to write */
-  int prev;           /* slot holding the newest earlier result, or -1 */
+  int snap; /* snapshot buffer to read */
+  int slot; /* result slot to write */
+  int prev; /* slot holding the newest earlier result, or -1 */
   uint64_t step;
   /* Filled by the worker. */
   int rc;
@@ -46,27 +46,27 @@ struct dashd_job {
 struct dashd_stack {
   uint64_t id;
   struct dashd_server *srv;
-  struct dashd_session *owner;     /* NULL once the owner let go */
-  struct dashd_stack *next_all;    /* the server's list */
-  struct dashd_stack *next_owned;  /* the owner's list */
-  size_t n, b, elems;              /* N, B, N·B·B */
+  struct dashd_session *owner;    /* NULL once the owner let go */
+  struct dashd_stack *next_all;   /* the server's list */
+  struct dashd_stack *next_owned; /* the owner's list */
+  size_t n, b, elems;             /* N, B, N·B·B */
   dash_roots_options opts;
   dash_roots_plan *plan;
-  const float *stats;              /* the client's statistics, read-only */
-  float *results;                  /* the client's two result slots */
-  float *snaps[2];                 /* private snapshots */
+  const float *stats; /* the client's statistics, read-only */
+  float *results;     /* the client's two result slots */
+  float *snaps[2];    /* private snapshots */
   dash_block_info *infos;
-  uint64_t bytes;                  /* counted against the owner's limit */
+  uint64_t bytes; /* counted against the owner's limit */
 
-  int computing;                   /* snapshot being computed, or -1 */
-  int pending;                     /* snapshot waiting, or -1 */
+  int computing; /* snapshot being computed, or -1 */
+  int pending;   /* snapshot waiting, or -1 */
   uint64_t snap_step[2];
-  int held;                        /* slot the client holds, or -1 */
-  int ready;                       /* newest unadopted slot, or -1 */
+  int held;  /* slot the client holds, or -1 */
+  int ready; /* newest unadopted slot, or -1 */
   struct dashd_result slot_result[2];
   struct dashd_job job;
 
-  uint64_t generation;             /* results completed */
+  uint64_t generation; /* results completed */
   uint64_t refreshes, coalesced, failures;
   uint64_t last_step_requested, last_step_done;
   double last_refresh_ms;
@@ -79,12 +79,12 @@ struct dashd_session {
   uv_poll_t poll;
   int poll_events;
   dash__wire_reader reader;
-  uint8_t *out;                    /* frames waiting to be sent */
+  uint8_t *out; /* frames waiting to be sent */
   size_t out_len, out_off, out_cap;
   pid_t pid;
   uid_t uid;
   gid_t gid;
-  int allowed;                     /* SO_PEERCRED passed the config */
+  int allowed; /* SO_PEERCRED passed the config */
   int hello_done;
   int closing;
   struct dashd_stack *stacks;
@@ -103,14 +103,14 @@ struct dashd_metrics {
   uint64_t coalesced;
   uint64_t latency_count[DASHD_LATENCY_BUCKETS + 1];
   double latency_sum_ms;
-  double busy_ms;            /* the worker's time computing */
+  double busy_ms; /* the worker's time computing */
   uint64_t connections, refused;
 };
 
 struct dashd_server {
   uv_loop_t *loop;
   struct dashd_config cfg;
-  const char *config_path;         /* NULL: no file */
+  const char *config_path; /* NULL: no file */
   /* The command line's settings, which win over the file's, also on
    * reload. */
   const char *(*cli_pairs)[2];
@@ -130,16 +130,15 @@ struct dashd_server {
   uv_signal_t sig_int, sig_term, sig_hup;
   struct dashd_metrics metrics;
   /* What systemd gave or asked for; all unused without systemd. */
-  int socket_from_systemd;         /* the listening fd is systemd's */
-  int notify_on;                   /* notify_timer runs */
-  uint64_t watchdog_usec;          /* 0: no watchdog asked for */
+  int socket_from_systemd; /* the listening fd is systemd's */
+  int notify_on;           /* notify_timer runs */
+  uint64_t watchdog_usec;  /* 0: no watchdog asked for */
   uv_timer_t notify_timer;
   char last_status[128];
 };
 
 /* server.c */
-int dashd__config_allows(const struct dashd_config *cfg, uid_t uid,
-                         gid_t gid);
+int dashd__config_allows(const struct dashd_config *cfg, uid_t uid, gid_t gid);
 int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop);
 void dashd__server_stop(struct dashd_server *srv);
 struct dashd_stack *dashd__server_find_stack(struct dashd_server *srv,
@@ -156,11 +155,10 @@ void dashd__session_send(struct dashd_session *s, Dashpb__Envelope *env);
 
 /* stack.c */
 int dashd__stack_register(struct dashd_session *s,
-                          const Dashpb__RegisterStack *req, int *fds,
-                          int nfds, uint64_t *id_out, char *err,
-                          size_t err_size);
-int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
-                         int *coalesced, int *queued_behind);
+                          const Dashpb__RegisterStack *req, int *fds, int nfds,
+                          uint64_t *id_out, char *err, size_t err_size);
+int dashd__stack_refresh(struct dashd_stack *st, uint64_t step, int *coalesced,
+                         int *queued_behind);
 /* Hands the newest finished result to the client; 1 when one was
  * handed over. */
 int dashd__stack_sync(struct dashd_stack *st);

@@ -105,8 +105,10 @@ int main(int argc, char **argv) {
   struct cli cli = {0};
   char err[512];
 
-  if (parse_cli(argc, argv, &cli) < 0) return 2;
-  if (cli.check_config != NULL) cli.config = cli.check_config;
+  if (parse_cli(argc, argv, &cli) < 0)
+    return 2;
+  if (cli.check_config != NULL)
+    cli.config = cli.check_config;
   if (getenv("JOURNAL_STREAM") != NULL || getenv("NOTIFY_SOCKET") != NULL)
     dashd__log_set_syslog_prefix(1);
   dashd__config_defaults(&srv.cfg);
@@ -145,17 +147,18 @@ int main(int argc, char **argv) {
     /* The default directory of a root daemon; under systemd the unit
      * makes it, with the group that may reach it. */
     if (mkdir("/run/dashd", 0750) != 0 && errno != EEXIST)
-      fprintf(stderr, "dashd: cannot create /run/dashd: %s\n",
-              strerror(errno));
+      fprintf(stderr, "dashd: cannot create /run/dashd: %s\n", strerror(errno));
 
   if (srv.cfg.backend == DASH_BACKEND_CUDA && !dash_roots_cuda_available()) {
     fprintf(stderr, "dashd: backend cuda: no CUDA device is present\n");
     return 2;
   }
-  if (srv.cfg.backend == DASH_BACKEND_AUTO) srv.cfg.backend = DASH_BACKEND_CPU;
+  if (srv.cfg.backend == DASH_BACKEND_AUTO)
+    srv.cfg.backend = DASH_BACKEND_CPU;
 
   uv_loop_t *loop = uv_default_loop();
-  if (dashd__server_start(&srv, loop) < 0) return 1;
+  if (dashd__server_start(&srv, loop) < 0)
+    return 1;
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);
   dashd__log(DASHD_LOG_INFO, "stopped");

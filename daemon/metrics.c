@@ -13,19 +13,22 @@ void dashd__metrics_record(struct dashd_server *srv,
                            const struct dashd_job *j) {
   struct dashd_metrics *m = &srv->metrics;
   int method = (int)j->stack->opts.method;
-  if (method < 0 || method > 4) method = 0;
+  if (method < 0 || method > 4)
+    method = 0;
   if (j->rc < 0) {
     m->refreshes_failed[method]++;
     return;
   }
   method = (int)j->report.method;
-  if (method < 0 || method > 4) method = 0;
+  if (method < 0 || method > 4)
+    method = 0;
   m->refreshes_ok[method]++;
   for (int i = 0; i < DASH_BLOCK_STATUS_COUNT; i++)
     m->blocks[i] += j->report.blocks_by_status[i];
   double s = j->report.ms_total / 1e3;
   int b = 0;
-  while (b < DASHD_LATENCY_BUCKETS && s > kBucketsS[b]) b++;
+  while (b < DASHD_LATENCY_BUCKETS && s > kBucketsS[b])
+    b++;
   m->latency_count[b]++;
   m->latency_sum_ms += j->report.ms_total;
   m->busy_ms += j->report.ms_total;
@@ -41,17 +44,20 @@ char *dashd__metrics_render(const struct dashd_server *srv) {
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
-  if (f == NULL) return NULL;
+  if (f == NULL)
+    return NULL;
 
   uint64_t stacks = 0, busy = 0, mapped = 0, snapshots = 0;
   for (const struct dashd_stack *st = srv->stacks; st != NULL;
        st = st->next_all) {
-    if (st->owner == NULL) continue;
+    if (st->owner == NULL)
+      continue;
     uint64_t bytes = st->elems * sizeof(float);
     stacks++;
     mapped += 3 * bytes; /* statistics and two result slots */
     snapshots += 2 * bytes;
-    if (st->computing >= 0 || st->pending >= 0) busy++;
+    if (st->computing >= 0 || st->pending >= 0)
+      busy++;
   }
 
   header(f, "dashd_uptime_seconds", "gauge", "Seconds since dashd started.");
@@ -84,8 +90,7 @@ char *dashd__metrics_render(const struct dashd_server *srv) {
     const char *name = dash_method_name((dash_method)i);
     fprintf(f, "dashd_refreshes_total{method=\"%s\",status=\"ok\"} %llu\n",
             name, (unsigned long long)m->refreshes_ok[i]);
-    fprintf(f,
-            "dashd_refreshes_total{method=\"%s\",status=\"failed\"} %llu\n",
+    fprintf(f, "dashd_refreshes_total{method=\"%s\",status=\"failed\"} %llu\n",
             name, (unsigned long long)m->refreshes_failed[i]);
   }
   header(f, "dashd_blocks_total", "counter", "Blocks computed, by status.");
@@ -99,8 +104,7 @@ char *dashd__metrics_render(const struct dashd_server *srv) {
           (unsigned long long)m->blocks[DASH_BLOCK_FALLBACK_EVD]);
   header(f, "dashd_coalesced_total", "counter",
          "Waiting refreshes replaced by a newer one (never computed).");
-  fprintf(f, "dashd_coalesced_total %llu\n",
-          (unsigned long long)m->coalesced);
+  fprintf(f, "dashd_coalesced_total %llu\n", (unsigned long long)m->coalesced);
 
   header(f, "dashd_refresh_duration_seconds", "histogram",
          "Time of each computation.");

@@ -26,7 +26,8 @@ struct dashd_sched {
  * that holds the newest earlier result. */
 static void keep_previous_blocks(struct dashd_job *job) {
   struct dashd_stack *st = job->stack;
-  if (job->prev < 0 || job->prev == job->slot) return;
+  if (job->prev < 0 || job->prev == job->slot)
+    return;
   size_t bb = st->b * st->b;
   float *dst = st->results + (size_t)job->slot * st->elems;
   const float *src = st->results + (size_t)job->prev * st->elems;
@@ -38,12 +39,11 @@ static void keep_previous_blocks(struct dashd_job *job) {
 static void run_job(struct dashd_job *job) {
   struct dashd_stack *st = job->stack;
   float *out = st->results + (size_t)job->slot * st->elems;
-  job->rc = dash_roots_execute(st->plan, out, st->snaps[job->snap],
-                               st->infos, &job->report);
+  job->rc = dash_roots_execute(st->plan, out, st->snaps[job->snap], st->infos,
+                               &job->report);
   job->message[0] = '\0';
   if (job->rc < 0)
-    snprintf(job->message, sizeof(job->message), "%s",
-             dash_last_error());
+    snprintf(job->message, sizeof(job->message), "%s", dash_last_error());
   else
     keep_previous_blocks(job);
 }
@@ -54,10 +54,12 @@ static void *worker_main(void *arg) {
   for (;;) {
     while (!s->quit && s->todo_head == NULL)
       pthread_cond_wait(&s->wake, &s->lock);
-    if (s->quit) break;
+    if (s->quit)
+      break;
     struct dashd_job *job = s->todo_head;
     s->todo_head = job->next;
-    if (s->todo_head == NULL) s->todo_tail = NULL;
+    if (s->todo_head == NULL)
+      s->todo_tail = NULL;
     s->running = 1;
     pthread_mutex_unlock(&s->lock);
 
@@ -99,7 +101,8 @@ static void on_done(uv_async_t *async) {
 
 int dashd__sched_create(struct dashd_server *srv, struct dashd_sched **out) {
   struct dashd_sched *s = calloc(1, sizeof(*s));
-  if (s == NULL) return DASH_E_NOMEM;
+  if (s == NULL)
+    return DASH_E_NOMEM;
   s->srv = srv;
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->wake, NULL);
@@ -159,7 +162,8 @@ static void free_on_close(uv_handle_t *h) {
 }
 
 void dashd__sched_destroy(struct dashd_sched *s) {
-  if (s == NULL) return;
+  if (s == NULL)
+    return;
   pthread_mutex_lock(&s->lock);
   s->quit = 1;
   pthread_cond_signal(&s->wake);

@@ -25,20 +25,23 @@ static const uint64_t kNotifyStatusMs = 5000;
 /* Without systemd every sd_* call below is a no-op: no NOTIFY_SOCKET, no
  * LISTEN_FDS. */
 
-int dashd__config_allows(const struct dashd_config *cfg, uid_t uid,
-                         gid_t gid) {
-  if (cfg->allow_all_uids) return 1;
+int dashd__config_allows(const struct dashd_config *cfg, uid_t uid, gid_t gid) {
+  if (cfg->allow_all_uids)
+    return 1;
   for (int i = 0; i < cfg->n_allowed_uids; i++)
-    if (cfg->allowed_uids[i] == (unsigned)uid) return 1;
+    if (cfg->allowed_uids[i] == (unsigned)uid)
+      return 1;
   for (int i = 0; i < cfg->n_allowed_gids; i++)
-    if (cfg->allowed_gids[i] == (unsigned)gid) return 1;
+    if (cfg->allowed_gids[i] == (unsigned)gid)
+      return 1;
   return 0;
 }
 
 struct dashd_stack *dashd__server_find_stack(struct dashd_server *srv,
                                              uint64_t id) {
   for (struct dashd_stack *st = srv->stacks; st != NULL; st = st->next_all)
-    if (st->id == id && st->owner != NULL) return st;
+    if (st->id == id && st->owner != NULL)
+      return st;
   return NULL;
 }
 
@@ -48,7 +51,8 @@ void dashd__server_remove_session(struct dashd_server *srv,
     s->prev->next = s->next;
   else if (srv->sessions == s)
     srv->sessions = s->next;
-  if (s->next != NULL) s->next->prev = s->prev;
+  if (s->next != NULL)
+    s->next->prev = s->prev;
   s->prev = s->next = NULL;
   srv->n_sessions--;
 }
@@ -56,7 +60,8 @@ void dashd__server_remove_session(struct dashd_server *srv,
 static void on_connection(uv_poll_t *h, int status, int events) {
   struct dashd_server *srv = h->data;
   (void)events;
-  if (status < 0 || srv->stopping) return;
+  if (status < 0 || srv->stopping)
+    return;
   for (;;) {
     int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
@@ -72,7 +77,8 @@ static void on_connection(uv_poll_t *h, int status, int events) {
  * belongs to a running daemon, which is not disturbed. */
 static int claim_path(const char *path) {
   struct stat sb;
-  if (lstat(path, &sb) != 0) return 0;
+  if (lstat(path, &sb) != 0)
+    return 0;
   if (!S_ISSOCK(sb.st_mode)) {
     dashd__log(DASHD_LOG_ERROR, "%s exists and is not a socket", path);
     return DASH_E_INVALID;
@@ -80,8 +86,10 @@ static int claim_path(const char *path) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
-  int live = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
-  if (fd >= 0) close(fd);
+  int live =
+      fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+  if (fd >= 0)
+    close(fd);
   if (live) {
     dashd__log(DASHD_LOG_ERROR, "another dashd is listening on %s", path);
     return DASH_E_INVALID;
@@ -95,20 +103,23 @@ static void notify_status(struct dashd_server *srv) {
   char line[sizeof(srv->last_status)];
   unsigned stacks = 0;
   for (struct dashd_stack *st = srv->stacks; st != NULL; st = st->next_all)
-    if (st->owner != NULL) stacks++;
+    if (st->owner != NULL)
+      stacks++;
   if (srv->stopping)
     snprintf(line, sizeof(line), "stopping");
   else
     snprintf(line, sizeof(line), "serving %u clients, %u stacks",
              srv->n_sessions, stacks);
-  if (strcmp(line, srv->last_status) == 0) return;
+  if (strcmp(line, srv->last_status) == 0)
+    return;
   snprintf(srv->last_status, sizeof(srv->last_status), "%s", line);
   sd_notifyf(0, "STATUS=%s", line);
 }
 
 static void on_notify_tick(uv_timer_t *t) {
   struct dashd_server *srv = t->data;
-  if (srv->watchdog_usec > 0) sd_notify(0, "WATCHDOG=1");
+  if (srv->watchdog_usec > 0)
+    sd_notify(0, "WATCHDOG=1");
   notify_status(srv);
 }
 
@@ -116,7 +127,8 @@ static void on_notify_tick(uv_timer_t *t) {
 static void notify_ready(struct dashd_server *srv) {
   sd_notifyf(0, "READY=1\nMAINPID=%lu", (unsigned long)getpid());
   notify_status(srv);
-  if (getenv("NOTIFY_SOCKET") == NULL) return;
+  if (getenv("NOTIFY_SOCKET") == NULL)
+    return;
   /* Pinged at half the interval systemd asked for, as sd_watchdog_enabled
    * recommends; STATUS= rides on the same timer. */
   if (sd_watchdog_enabled(0, &srv->watchdog_usec) <= 0)
@@ -134,15 +146,17 @@ static void notify_ready(struct dashd_server *srv) {
  * systemd-socket-activate), or -1. */
 static int systemd_listen_fd(void) {
   int n = sd_listen_fds(1);
-  if (n <= 0) return -1;
-  if (n == 1 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL,
-                                  0) > 0)
+  if (n <= 0)
+    return -1;
+  if (n == 1 &&
+      sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL, 0) > 0)
     return SD_LISTEN_FDS_START;
   dashd__log(DASHD_LOG_WARN,
              "systemd passed %d fds, not one listening Unix stream socket; "
              "binding instead",
              n);
-  for (int i = 0; i < n; i++) close(SD_LISTEN_FDS_START + i);
+  for (int i = 0; i < n; i++)
+    close(SD_LISTEN_FDS_START + i);
   return -1;
 }
 
@@ -161,8 +175,8 @@ int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop) {
     srv->socket_from_systemd = 1;
     if (getsockname(srv->listen_fd, (struct sockaddr *)&addr, &len) == 0 &&
         len > offsetof(struct sockaddr_un, sun_path) && addr.sun_path[0]) {
-      size_t n = strnlen(addr.sun_path,
-                         len - offsetof(struct sockaddr_un, sun_path));
+      size_t n =
+          strnlen(addr.sun_path, len - offsetof(struct sockaddr_un, sun_path));
       if (n < sizeof(srv->socket_path)) {
         memcpy(srv->socket_path, addr.sun_path, n);
         srv->socket_path[n] = '\0';
@@ -179,7 +193,8 @@ int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop) {
     dashd__log(DASHD_LOG_ERROR, "socket path too long: %s", srv->socket_path);
     return DASH_E_INVALID;
   }
-  if ((rc = claim_path(srv->socket_path)) < 0) return rc;
+  if ((rc = claim_path(srv->socket_path)) < 0)
+    return rc;
   snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", srv->socket_path);
   srv->listen_fd =
       socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -188,7 +203,8 @@ int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop) {
       listen(srv->listen_fd, 128) != 0) {
     dashd__log(DASHD_LOG_ERROR, "cannot listen on %s: %s", srv->socket_path,
                strerror(errno));
-    if (srv->listen_fd >= 0) close(srv->listen_fd);
+    if (srv->listen_fd >= 0)
+      close(srv->listen_fd);
     srv->listen_fd = -1;
     return DASH_E_IO;
   }
@@ -196,7 +212,8 @@ listening:
   if ((rc = dashd__sched_create(srv, &srv->sched)) < 0) {
     dashd__log(DASHD_LOG_ERROR, "cannot start the worker thread");
     close(srv->listen_fd);
-    if (!srv->socket_from_systemd) unlink(srv->socket_path);
+    if (!srv->socket_from_systemd)
+      unlink(srv->socket_path);
     return rc;
   }
   uv_poll_init(loop, &srv->listen_poll, srv->listen_fd);
@@ -230,7 +247,8 @@ static void finish(struct dashd_server *srv) {
   uv_close((uv_handle_t *)&srv->sig_term, NULL);
   uv_close((uv_handle_t *)&srv->sig_hup, NULL);
   uv_close((uv_handle_t *)&srv->stop_timer, NULL);
-  if (srv->notify_on) uv_close((uv_handle_t *)&srv->notify_timer, NULL);
+  if (srv->notify_on)
+    uv_close((uv_handle_t *)&srv->notify_timer, NULL);
   srv->notify_on = 0;
 }
 
@@ -256,19 +274,22 @@ static void on_stop_tick(uv_timer_t *t) {
 }
 
 void dashd__server_stop(struct dashd_server *srv) {
-  if (srv->stopping) return;
+  if (srv->stopping)
+    return;
   srv->stopping = 1;
   srv->stop_started_ms = uv_now(srv->loop);
   snprintf(srv->last_status, sizeof(srv->last_status), "stopping");
   sd_notify(0, "STOPPING=1\nSTATUS=stopping");
-  dashd__log(DASHD_LOG_INFO, "stopping: no new clients; %d waiting "
+  dashd__log(DASHD_LOG_INFO,
+             "stopping: no new clients; %d waiting "
              "refreshes dropped",
              dashd__sched_cancel_waiting(srv->sched));
   uv_poll_stop(&srv->listen_poll);
   uv_close((uv_handle_t *)&srv->listen_poll, NULL);
   close(srv->listen_fd);
   srv->listen_fd = -1;
-  if (!srv->socket_from_systemd) unlink(srv->socket_path);
+  if (!srv->socket_from_systemd)
+    unlink(srv->socket_path);
   uv_timer_start(&srv->stop_timer, on_stop_tick, 0, 20);
 }
 
@@ -290,7 +311,8 @@ static void reload(struct dashd_server *srv) {
   for (int i = 0; i < srv->n_cli_pairs; i++)
     dashd__config_set(&next, srv->cli_pairs[i][0], srv->cli_pairs[i][1], err,
                       sizeof(err));
-  if (next.backend == DASH_BACKEND_AUTO) next.backend = DASH_BACKEND_CPU;
+  if (next.backend == DASH_BACKEND_AUTO)
+    next.backend = DASH_BACKEND_CPU;
   /* What only a restart can change stays as it is, and the log says so. */
   if (strcmp(next.socket_path, srv->cfg.socket_path) != 0)
     dashd__log(DASHD_LOG_WARN, "SIGHUP: 'socket' changes only on restart");

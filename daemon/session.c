@@ -24,11 +24,13 @@ static void on_closed(uv_handle_t *h) {
 }
 
 void dashd__session_close(struct dashd_session *s, const char *why) {
-  if (s->closing) return;
+  if (s->closing)
+    return;
   s->closing = 1;
   dashd__log(DASHD_LOG_INFO, "client pid %d uid %u disconnected: %s",
              (int)s->pid, (unsigned)s->uid, why);
-  while (s->stacks != NULL) dashd__stack_release(s->stacks);
+  while (s->stacks != NULL)
+    dashd__stack_release(s->stacks);
   dashd__server_remove_session(s->srv, s);
   uv_poll_stop(&s->poll);
   close(s->fd);
@@ -38,21 +40,23 @@ void dashd__session_close(struct dashd_session *s, const char *why) {
 /* Sends what the socket takes now; the rest waits for UV_WRITABLE. */
 static void flush(struct dashd_session *s) {
   if (s->out_off < s->out_len) {
-    int rc = dash__wire_send_some(s->fd, s->out, s->out_len, &s->out_off,
-                                  NULL, 0);
+    int rc =
+        dash__wire_send_some(s->fd, s->out, s->out_len, &s->out_off, NULL, 0);
     if (rc < 0) {
       dashd__session_close(s, "the connection broke while sending");
       return;
     }
   }
-  if (s->out_off == s->out_len) s->out_off = s->out_len = 0;
+  if (s->out_off == s->out_len)
+    s->out_off = s->out_len = 0;
   update_poll(s);
 }
 
 void dashd__session_send(struct dashd_session *s, Dashpb__Envelope *env) {
   uint8_t *frame = NULL;
   size_t len = 0;
-  if (s->closing) return;
+  if (s->closing)
+    return;
   env->version = DASH_WIRE_VERSION;
   if (dash__wire_encode(env, s->srv->cfg.max_frame, &frame, &len) < 0) {
     dashd__log(DASHD_LOG_ERROR, "cannot encode a reply for pid %d: %s",
@@ -71,7 +75,8 @@ void dashd__session_send(struct dashd_session *s, Dashpb__Envelope *env) {
   }
   if (s->out_len + len > s->out_cap) {
     size_t cap = s->out_cap ? s->out_cap : 4096;
-    while (cap < s->out_len + len) cap *= 2;
+    while (cap < s->out_len + len)
+      cap *= 2;
     uint8_t *p = realloc(s->out, cap);
     if (p == NULL) {
       free(frame);
@@ -101,7 +106,8 @@ static void reply_status(struct dashd_session *s, uint64_t request_id,
 }
 
 static void close_fds(int *fds, int nfds) {
-  for (int i = 0; i < nfds; i++) close(fds[i]);
+  for (int i = 0; i < nfds; i++)
+    close(fds[i]);
 }
 
 /* Finds a stack for a request of this session: unknown ids and other
@@ -146,9 +152,9 @@ static void handle_hello(struct dashd_session *s, const Dashpb__Envelope *req) {
   Dashpb__HelloReply hr = DASHPB__HELLO_REPLY__INIT;
   hr.protocol_version = DASH_WIRE_VERSION;
   hr.daemon_version = (char *)DASH_VERSION;
-  hr.backend = (char *)dash_backend_name(s->srv->cfg.backend == DASH_BACKEND_AUTO
-                                             ? DASH_BACKEND_CPU
-                                             : s->srv->cfg.backend);
+  hr.backend = (char *)dash_backend_name(
+      s->srv->cfg.backend == DASH_BACKEND_AUTO ? DASH_BACKEND_CPU
+                                               : s->srv->cfg.backend);
   hr.device = (char *)"cpu";
   hr.max_frame = s->srv->cfg.max_frame;
   env.request_id = req->request_id;
@@ -183,7 +189,8 @@ static void handle_refresh(struct dashd_session *s,
                            const Dashpb__Envelope *req) {
   struct dashd_stack *st =
       own_stack(s, req->request_id, req->refresh->stack_id);
-  if (st == NULL) return;
+  if (st == NULL)
+    return;
   int coalesced, behind;
   dashd__stack_refresh(st, req->refresh->step, &coalesced, &behind);
   Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
@@ -198,7 +205,8 @@ static void handle_refresh(struct dashd_session *s,
 
 static void handle_sync(struct dashd_session *s, const Dashpb__Envelope *req) {
   struct dashd_stack *st = own_stack(s, req->request_id, req->sync->stack_id);
-  if (st == NULL) return;
+  if (st == NULL)
+    return;
   Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
   Dashpb__SyncReply sr = DASHPB__SYNC_REPLY__INIT;
   Dashpb__ResultInfo info;
@@ -219,7 +227,8 @@ static void handle_unregister(struct dashd_session *s,
                               const Dashpb__Envelope *req) {
   struct dashd_stack *st =
       own_stack(s, req->request_id, req->unregister->stack_id);
-  if (st == NULL) return;
+  if (st == NULL)
+    return;
   dashd__log(DASHD_LOG_INFO, "stack %llu unregistered by pid %d",
              (unsigned long long)st->id, (int)s->pid);
   dashd__stack_release(st);
@@ -231,7 +240,8 @@ static void handle_status(struct dashd_session *s,
   struct dashd_server *srv = s->srv;
   size_t n = 0;
   for (struct dashd_stack *st = srv->stacks; st != NULL; st = st->next_all)
-    if (st->owner != NULL) n++;
+    if (st->owner != NULL)
+      n++;
   Dashpb__StackStatus *rows = calloc(n ? n : 1, sizeof(*rows));
   Dashpb__StackStatus **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
   if (rows == NULL || ptrs == NULL) {
@@ -242,7 +252,8 @@ static void handle_status(struct dashd_session *s,
   }
   size_t i = 0;
   for (struct dashd_stack *st = srv->stacks; st != NULL; st = st->next_all) {
-    if (st->owner == NULL) continue;
+    if (st->owner == NULL)
+      continue;
     Dashpb__StackStatus *r = &rows[i];
     dashpb__stack_status__init(r);
     r->stack_id = st->id;
@@ -263,9 +274,9 @@ static void handle_status(struct dashd_session *s,
   Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
   Dashpb__StatusReply sr = DASHPB__STATUS_REPLY__INIT;
   sr.version = (char *)DASH_VERSION;
-  sr.backend = (char *)dash_backend_name(
-      srv->cfg.backend == DASH_BACKEND_AUTO ? DASH_BACKEND_CPU
-                                            : srv->cfg.backend);
+  sr.backend = (char *)dash_backend_name(srv->cfg.backend == DASH_BACKEND_AUTO
+                                             ? DASH_BACKEND_CPU
+                                             : srv->cfg.backend);
   sr.device = (char *)"cpu";
   sr.uptime_s = (uv_now(srv->loop) - srv->start_ms) / 1e3;
   sr.clients = srv->n_sessions;
@@ -376,7 +387,8 @@ static void on_readable(struct dashd_session *s) {
     }
     if (rc == DASH_E_PROTOCOL) {
       reply_status(s, 0, DASH_E_PROTOCOL, dash_last_error());
-      if (s->closing) return;
+      if (s->closing)
+        return;
       continue;
     }
     if (rc == DASH_E_TOO_LARGE) {
@@ -394,7 +406,8 @@ static void on_readable(struct dashd_session *s) {
       int fds[DASH_WIRE_MAX_FDS];
       int nfds = 0;
       int got = dash__wire_reader_next(&s->reader, &env, fds, &nfds);
-      if (got == 0) break;
+      if (got == 0)
+        break;
       if (got == DASH_E_TOO_LARGE) {
         /* The stream cannot be resynchronised after a bad length. */
         reply_status(s, 0, DASH_E_TOO_LARGE, dash_last_error());
@@ -407,9 +420,11 @@ static void on_readable(struct dashd_session *s) {
         handle(s, env, fds, nfds);
         dashpb__envelope__free_unpacked(env, NULL);
       }
-      if (s->closing) return;
+      if (s->closing)
+        return;
     }
-    if (rc == 0) return; /* nothing more to read now */
+    if (rc == 0)
+      return; /* nothing more to read now */
   }
 }
 
@@ -419,12 +434,15 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     dashd__session_close(s, uv_strerror(status));
     return;
   }
-  if (events & UV_WRITABLE) flush(s);
-  if (!s->closing && (events & UV_READABLE)) on_readable(s);
+  if (events & UV_WRITABLE)
+    flush(s);
+  if (!s->closing && (events & UV_READABLE))
+    on_readable(s);
 }
 
 static void update_poll(struct dashd_session *s) {
-  if (s->closing) return;
+  if (s->closing)
+    return;
   int want = UV_READABLE | (s->out_off < s->out_len ? UV_WRITABLE : 0);
   if (want != s->poll_events) {
     s->poll_events = want;
@@ -455,7 +473,8 @@ int dashd__session_open(struct dashd_server *srv, int fd) {
   s->gid = cred.gid;
   s->allowed = dashd__config_allows(&srv->cfg, cred.uid, cred.gid);
   srv->metrics.connections++;
-  if (!s->allowed) srv->metrics.refused++;
+  if (!s->allowed)
+    srv->metrics.refused++;
   if (uv_poll_init(srv->loop, &s->poll, fd) != 0) {
     dash__wire_reader_free(&s->reader);
     free(s);
@@ -464,7 +483,8 @@ int dashd__session_open(struct dashd_server *srv, int fd) {
   }
   s->poll.data = s;
   s->next = srv->sessions;
-  if (srv->sessions != NULL) srv->sessions->prev = s;
+  if (srv->sessions != NULL)
+    srv->sessions->prev = s;
   srv->sessions = s;
   srv->n_sessions++;
   s->poll_events = 0;

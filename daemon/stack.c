@@ -23,10 +23,13 @@ static void *map_private(size_t bytes) {
 static void stack_free(struct dashd_stack *st) {
   size_t bytes = st->elems * sizeof(float);
   dash_roots_plan_destroy(st->plan);
-  if (st->stats != NULL) munmap((void *)st->stats, bytes);
-  if (st->results != NULL) munmap(st->results, 2 * bytes);
+  if (st->stats != NULL)
+    munmap((void *)st->stats, bytes);
+  if (st->results != NULL)
+    munmap(st->results, 2 * bytes);
   for (int i = 0; i < 2; i++)
-    if (st->snaps[i] != NULL) munmap(st->snaps[i], bytes);
+    if (st->snaps[i] != NULL)
+      munmap(st->snaps[i], bytes);
   free(st->infos);
   free(st);
 }
@@ -50,8 +53,8 @@ static int map_client_fd(int fd, size_t bytes, int writable, const char *what,
     return DASH_E_BAD_MEMORY;
   }
   if ((uint64_t)sb.st_size < (uint64_t)bytes) {
-    snprintf(err, err_size, "the %s memfd holds %lld bytes, %zu declared",
-             what, (long long)sb.st_size, bytes);
+    snprintf(err, err_size, "the %s memfd holds %lld bytes, %zu declared", what,
+             (long long)sb.st_size, bytes);
     return DASH_E_BAD_MEMORY;
   }
   int prot = PROT_READ | (writable ? PROT_WRITE : 0);
@@ -84,9 +87,8 @@ static int options_from_pb(const Dashpb__StackOptions *o,
 }
 
 int dashd__stack_register(struct dashd_session *s,
-                          const Dashpb__RegisterStack *req, int *fds,
-                          int nfds, uint64_t *id_out, char *err,
-                          size_t err_size) {
+                          const Dashpb__RegisterStack *req, int *fds, int nfds,
+                          uint64_t *id_out, char *err, size_t err_size) {
   struct dashd_server *srv = s->srv;
   struct dashd_stack *st = NULL;
   int rc;
@@ -163,12 +165,12 @@ int dashd__stack_register(struct dashd_session *s,
   options_from_pb(o, &srv->cfg, &st->opts);
 
   void *p;
-  if ((rc = map_client_fd(fds[0], bytes, 0, "statistics", &p, err,
-                          err_size)) < 0)
+  if ((rc = map_client_fd(fds[0], bytes, 0, "statistics", &p, err, err_size)) <
+      0)
     goto out;
   st->stats = p;
-  if ((rc = map_client_fd(fds[1], 2 * bytes, 1, "results", &p, err,
-                          err_size)) < 0)
+  if ((rc = map_client_fd(fds[1], 2 * bytes, 1, "results", &p, err, err_size)) <
+      0)
     goto out;
   st->results = p;
   if ((rc = dash_roots_plan_create(&st->plan, st->n, st->b, &st->opts)) < 0) {
@@ -205,8 +207,10 @@ int dashd__stack_register(struct dashd_session *s,
   rc = 0;
 out:
   /* The mappings keep the memory; the fds themselves are never kept. */
-  for (int i = 0; i < nfds; i++) close(fds[i]);
-  if (st != NULL) stack_free(st);
+  for (int i = 0; i < nfds; i++)
+    close(fds[i]);
+  if (st != NULL)
+    stack_free(st);
   return rc;
 }
 
@@ -217,17 +221,21 @@ out:
  * finished result is never thrown away unseen (a trainer stepping faster
  * than the daemon computes would otherwise never get one). */
 static int writable_slot(const struct dashd_stack *st) {
-  if (st->held < 0) return st->ready == 0 ? 1 : 0;
-  if (st->ready == 1 - st->held) return -1;
+  if (st->held < 0)
+    return st->ready == 0 ? 1 : 0;
+  if (st->ready == 1 - st->held)
+    return -1;
   return 1 - st->held;
 }
 
 /* Starts the waiting snapshot when the worker is free for this stack and
  * a slot can be written. */
 static void try_start(struct dashd_stack *st) {
-  if (st->computing >= 0 || st->pending < 0 || st->owner == NULL) return;
+  if (st->computing >= 0 || st->pending < 0 || st->owner == NULL)
+    return;
   int slot = writable_slot(st);
-  if (slot < 0) return;
+  if (slot < 0)
+    return;
   int snap = st->pending;
   st->pending = -1;
   st->computing = snap;
@@ -240,8 +248,8 @@ static void try_start(struct dashd_stack *st) {
   dashd__sched_submit(st->srv->sched, &st->job);
 }
 
-int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
-                         int *coalesced, int *queued_behind) {
+int dashd__stack_refresh(struct dashd_stack *st, uint64_t step, int *coalesced,
+                         int *queued_behind) {
   size_t bytes = st->elems * sizeof(float);
   st->refreshes++;
   st->last_step_requested = step;
@@ -265,7 +273,8 @@ int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
 }
 
 int dashd__stack_sync(struct dashd_stack *st) {
-  if (st->ready < 0) return 0;
+  if (st->ready < 0)
+    return 0;
   st->held = st->ready;
   st->ready = -1;
   /* The slot the client let go of can take the waiting computation. */
@@ -291,8 +300,7 @@ static void stack_unlink(struct dashd_stack *st) {
 
 static void stack_remove_from_server(struct dashd_server *srv,
                                      struct dashd_stack *st) {
-  for (struct dashd_stack **p = &srv->stacks; *p != NULL;
-       p = &(*p)->next_all) {
+  for (struct dashd_stack **p = &srv->stacks; *p != NULL; p = &(*p)->next_all) {
     if (*p == st) {
       *p = st->next_all;
       return;
@@ -304,7 +312,8 @@ void dashd__stack_release(struct dashd_stack *st) {
   struct dashd_server *srv = st->srv;
   stack_unlink(st);
   st->pending = -1;
-  if (st->computing >= 0) return; /* freed by dashd__stack_job_done */
+  if (st->computing >= 0)
+    return; /* freed by dashd__stack_job_done */
   stack_remove_from_server(srv, st);
   dashd__log(DASHD_LOG_DEBUG, "stack %llu freed", (unsigned long long)st->id);
   stack_free(st);

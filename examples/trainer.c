@@ -27,7 +27,7 @@ enum {
   PRINT_EVERY = 50
 };
 
-static const double BETA = 0.95;  /* EMA of the statistics */
+static const double BETA = 0.95; /* EMA of the statistics */
 /* Tuned by hand: 0.02 decreases the loss steadily (to ~0.33 at step 300);
  * 0.1 and above overshoot, since the root-preconditioned step does not
  * shrink with the gradient. */
@@ -113,7 +113,8 @@ static void update_stats(const float *g, float *l, float *r) {
       double s = 0.0;
       for (int k = 0; k < CLASSES; k++)
         s += (double)g[a * CLASSES + k] * g[b * CLASSES + k];
-      l[a * FEATURES + b] = (float)(BETA * l[a * FEATURES + b] + (1 - BETA) * s);
+      l[a * FEATURES + b] =
+          (float)(BETA * l[a * FEATURES + b] + (1 - BETA) * s);
     }
   for (int a = 0; a < CLASSES; a++)
     for (int b = 0; b < CLASSES; b++) {
@@ -125,8 +126,8 @@ static void update_stats(const float *g, float *l, float *r) {
 }
 
 /* dir = lroot g rroot (lroot: FEATURES^2, rroot: CLASSES^2). */
-static void precondition(const float *lroot, const float *g,
-                         const float *rroot, float *dir) {
+static void precondition(const float *lroot, const float *g, const float *rroot,
+                         float *dir) {
   static double lg[FEATURES][CLASSES];
   for (int a = 0; a < FEATURES; a++)
     for (int k = 0; k < CLASSES; k++) {
@@ -209,8 +210,8 @@ static int train(dash_stack *ls, dash_stack *rs, long steps, const float *x,
       w[i] -= (float)LR * update[i];
 
     if (step % PRINT_EVERY == 0) {
-      printf("step %4ld  loss %.4f  accuracy %.3f  generation %" PRIu64,
-             step, loss, acc, linfo.generation);
+      printf("step %4ld  loss %.4f  accuracy %.3f  generation %" PRIu64, step,
+             loss, acc, linfo.generation);
       if (linfo.generation > 0)
         printf("  staleness %" PRIu64 "\n", (uint64_t)step - linfo.step);
       else

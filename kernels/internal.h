@@ -29,8 +29,8 @@ struct dash_roots_plan {
 
 /* The CPU backend (kernels/cpu/). */
 int dash__cpu_plan_init(struct dash_roots_plan *plan);
-int dash__cpu_execute(struct dash_roots_plan *plan, float *out,
-                      const float *in, dash_block_info *info);
+int dash__cpu_execute(struct dash_roots_plan *plan, float *out, const float *in,
+                      dash_block_info *info);
 void dash__cpu_plan_free(struct dash_roots_plan *plan);
 
 /* The CUDA backend seam (kernels/cuda/): the number of usable devices, 0

@@ -20,7 +20,8 @@ int dash__all_finite(const float *x, size_t n) {
   /* Summing x·0 keeps the loop branch-free and vectorizable: the sum stays
    * 0 exactly when no element is NaN or Inf. */
   float acc = 0.0f;
-  for (size_t i = 0; i < n; i++) acc += x[i] * 0.0f;
+  for (size_t i = 0; i < n; i++)
+    acc += x[i] * 0.0f;
   return acc == 0.0f;
 }
 
@@ -70,7 +71,8 @@ static const struct name_row block_status_names[] = {
 
 static const char *name_of(const struct name_row *rows, size_t n, int v) {
   for (size_t i = 0; i < n; i++)
-    if (rows[i].value == v) return rows[i].name;
+    if (rows[i].value == v)
+      return rows[i].name;
   return NULL;
 }
 
@@ -84,19 +86,19 @@ static int parse_name(const struct name_row *rows, size_t n, const char *s,
       }
     }
   }
-  return dash__fail(DASH_E_INVALID, "unknown %s '%s'", what,
-                    s ? s : "(null)");
+  return dash__fail(DASH_E_INVALID, "unknown %s '%s'", what, s ? s : "(null)");
 }
 
-#define NAME_FUNCS(type, table, what)                                  \
-  const char *type##_name(type v) {                                    \
-    return name_of(table, COUNT(table), (int)v);                       \
-  }                                                                    \
-  int type##_parse(const char *s, type *out) {                         \
-    int v = 0;                                                         \
-    int rc = parse_name(table, COUNT(table), s, what, &v);             \
-    if (rc == 0) *out = (type)v;                                       \
-    return rc;                                                         \
+#define NAME_FUNCS(type, table, what)                      \
+  const char *type##_name(type v) {                        \
+    return name_of(table, COUNT(table), (int)v);           \
+  }                                                        \
+  int type##_parse(const char *s, type *out) {             \
+    int v = 0;                                             \
+    int rc = parse_name(table, COUNT(table), s, what, &v); \
+    if (rc == 0)                                           \
+      *out = (type)v;                                      \
+    return rc;                                             \
   }
 
 NAME_FUNCS(dash_method, method_names, "method")
@@ -115,8 +117,8 @@ int dash_roots_cuda_available(void) {
 
 static int check_range_int(const char *field, int v, int lo, int hi) {
   if (v < lo || v > hi)
-    return dash__fail(DASH_E_INVALID, "%s %d is out of range [%d, %d]",
-                      field, v, lo, hi);
+    return dash__fail(DASH_E_INVALID, "%s %d is out of range [%d, %d]", field,
+                      v, lo, hi);
   return 0;
 }
 
@@ -130,29 +132,26 @@ static int check_options(const dash_roots_options *o) {
   if (dash_method_name(o->method) == NULL)
     return dash__fail(DASH_E_INVALID, "method %d is unknown", (int)o->method);
   if (dash_scaling_name(o->scaling) == NULL)
-    return dash__fail(DASH_E_INVALID, "scaling %d is unknown",
-                      (int)o->scaling);
+    return dash__fail(DASH_E_INVALID, "scaling %d is unknown", (int)o->scaling);
   if (dash_backend_name(o->backend) == NULL)
-    return dash__fail(DASH_E_INVALID, "backend %d is unknown",
-                      (int)o->backend);
+    return dash__fail(DASH_E_INVALID, "backend %d is unknown", (int)o->backend);
   if (dash_precision_name(o->precision) == NULL)
     return dash__fail(DASH_E_INVALID, "precision %d is unknown",
                       (int)o->precision);
   if (dash_fallback_name(o->fallback) == NULL)
     return dash__fail(DASH_E_INVALID, "fallback %d is unknown",
                       (int)o->fallback);
-  if ((rc = check_range_int("root", o->root, 1, 64)) < 0) return rc;
+  if ((rc = check_range_int("root", o->root, 1, 64)) < 0)
+    return rc;
   if (o->method != DASH_METHOD_EVD && o->method != DASH_METHOD_AUTO &&
       o->root != 2 && o->root != 4)
     return dash__fail(DASH_E_UNSUPPORTED,
                       "root %d needs method evd; %s supports roots 2 and 4",
                       o->root, dash_method_name(o->method));
   if (!(o->eps >= 0.0) || !isfinite(o->eps))
-    return dash__fail(DASH_E_INVALID, "eps %g must be finite and >= 0",
-                      o->eps);
+    return dash__fail(DASH_E_INVALID, "eps %g must be finite and >= 0", o->eps);
   if (!(o->tol >= 0.0) || !isfinite(o->tol))
-    return dash__fail(DASH_E_INVALID, "tol %g must be finite and >= 0",
-                      o->tol);
+    return dash__fail(DASH_E_INVALID, "tol %g must be finite and >= 0", o->tol);
   if (!(o->power_scale >= 1.0) || !isfinite(o->power_scale))
     return dash__fail(DASH_E_INVALID, "power_scale %g must be finite and >= 1",
                       o->power_scale);
@@ -164,7 +163,8 @@ static int check_options(const dash_roots_options *o) {
     return rc;
   if ((rc = check_range_int("cheb_degree", o->cheb_degree, 1, 200)) < 0)
     return rc;
-  if ((rc = check_range_int("threads", o->threads, 0, 4096)) < 0) return rc;
+  if ((rc = check_range_int("threads", o->threads, 0, 4096)) < 0)
+    return rc;
   return 0;
 }
 
@@ -231,14 +231,19 @@ int dash_roots_plan_create(dash_roots_plan **out, size_t num_blocks,
   int rc;
 
   dash__clear_error();
-  if (out == NULL) return dash__fail(DASH_E_INVALID, "out is NULL");
+  if (out == NULL)
+    return dash__fail(DASH_E_INVALID, "out is NULL");
   dash_roots_options o = opts ? *opts : defaults;
-  if ((rc = check_options(&o)) < 0) return rc;
-  if ((rc = dash_roots_check_shape(num_blocks, block_size)) < 0) return rc;
-  if ((rc = resolve_backend(&o)) < 0) return rc;
+  if ((rc = check_options(&o)) < 0)
+    return rc;
+  if ((rc = dash_roots_check_shape(num_blocks, block_size)) < 0)
+    return rc;
+  if ((rc = resolve_backend(&o)) < 0)
+    return rc;
 
   plan = calloc(1, sizeof(*plan));
-  if (plan == NULL) return dash__fail(DASH_E_NOMEM, "plan");
+  if (plan == NULL)
+    return dash__fail(DASH_E_NOMEM, "plan");
   plan->opts = o;
   plan->n = num_blocks;
   plan->b = block_size;
@@ -299,7 +304,8 @@ int dash_roots_execute(dash_roots_plan *plan, float *out, const float *in,
 }
 
 void dash_roots_plan_destroy(dash_roots_plan *plan) {
-  if (plan == NULL) return;
+  if (plan == NULL)
+    return;
   dash__cpu_plan_free(plan);
   free(plan->infos);
   free(plan);
@@ -310,7 +316,8 @@ int dash_roots_compute(float *out, const float *in, size_t num_blocks,
                        dash_block_info *info, dash_roots_report *report) {
   dash_roots_plan *plan;
   int rc = dash_roots_plan_create(&plan, num_blocks, block_size, opts);
-  if (rc < 0) return rc;
+  if (rc < 0)
+    return rc;
   rc = dash_roots_execute(plan, out, in, info, report);
   dash_roots_plan_destroy(plan);
   return rc;

@@ -9,7 +9,7 @@ static _Thread_local char last_error[512];
 const char *dash_strerror(int status) {
   switch (status) {
 #define DASH__STATUS_MSG(name, value, msg) \
-  case value:                             \
+  case value:                              \
     return msg;
     DASH_STATUS_MAP(DASH__STATUS_MSG)
 #undef DASH__STATUS_MSG
@@ -20,7 +20,7 @@ const char *dash_strerror(int status) {
 const char *dash_status_name(int status) {
   switch (status) {
 #define DASH__STATUS_NAME(name, value, msg) \
-  case value:                              \
+  case value:                               \
     return #name;
     DASH_STATUS_MAP(DASH__STATUS_NAME)
 #undef DASH__STATUS_NAME

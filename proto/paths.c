@@ -26,8 +26,9 @@ int dash__default_socket_path(char *out, size_t size) {
                       "no socket path: set DASHD_SOCKET or XDG_RUNTIME_DIR, "
                       "or pass one");
   if (n < 0 || (size_t)n >= size || (size_t)n >= sizeof(addr.sun_path))
-    return dash__fail(DASH_E_INVALID, "socket path too long (%d bytes; %zu "
-                      "fit a Unix socket address)", n,
-                      sizeof(addr.sun_path) - 1);
+    return dash__fail(DASH_E_INVALID,
+                      "socket path too long (%d bytes; %zu "
+                      "fit a Unix socket address)",
+                      n, sizeof(addr.sun_path) - 1);
   return 0;
 }

@@ -39,8 +39,8 @@ int dash__wire_send(int sock, const Dashpb__Envelope *env, const int *fds,
  * an empty buf). When fds are given, buf must be exactly the frame that
  * names them (the reader finds a sendmsg's fds by its bytes); buffers
  * without fds may hold many frames. */
-int dash__wire_send_some(int sock, const uint8_t *buf, size_t len,
-                         size_t *off, const int *fds, int nfds);
+int dash__wire_send_some(int sock, const uint8_t *buf, size_t len, size_t *off,
+                         const int *fds, int nfds);
 
 /* An fd received at a byte offset of the stream. Linux hands a sendmsg's
  * fds to the read that takes that sendmsg's first byte, ends that read
@@ -54,9 +54,9 @@ struct dash__wire_fd {
 
 /* Incremental reassembly of frames and their fds from a stream socket. */
 typedef struct dash__wire_reader {
-  uint8_t *buf;          /* bytes received and not yet consumed */
+  uint8_t *buf; /* bytes received and not yet consumed */
   size_t len, cap;
-  uint64_t consumed;     /* stream offset of buf[0] */
+  uint64_t consumed; /* stream offset of buf[0] */
   struct dash__wire_fd fds[4 * DASH_WIRE_MAX_FDS];
   int nfds;
   uint32_t max_frame;

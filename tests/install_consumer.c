@@ -6,7 +6,8 @@
 int main(int argc, char **argv) {
   dash_client *c;
   double ms;
-  if (argc != 2) return 2;
+  if (argc != 2)
+    return 2;
   if (dash_connect(argv[1], &c) < 0 || dash_ping(c, &ms) < 0) {
     fprintf(stderr, "consumer: %s\n", dash_last_error());
     return 1;

@@ -15,8 +15,7 @@ START_TEST(test_cuda_plan_answers_with_a_clear_status) {
   int rc = dash_roots_plan_create(&plan, 4, 64, &o);
   ck_assert_int_ne(rc, DASH_E_NO_DEVICE);
   if (rc == 0) {
-    ck_assert_int_eq(dash_roots_plan_options(plan)->backend,
-                     DASH_BACKEND_CUDA);
+    ck_assert_int_eq(dash_roots_plan_options(plan)->backend, DASH_BACKEND_CUDA);
     dash_roots_plan_destroy(plan);
   } else {
     ck_assert_int_eq(rc, DASH_E_UNSUPPORTED);

@@ -22,8 +22,8 @@
 #define MAX_SHAPES 8
 
 struct ipc_opts {
-  const char *socket;      /* NULL: start a private dashd */
-  const char *dashd;       /* the daemon to start */
+  const char *socket; /* NULL: start a private dashd */
+  const char *dashd;  /* the daemon to start */
   size_t shapes[MAX_SHAPES][2];
   int nshapes;
   int repeat;
@@ -47,8 +47,10 @@ static int cmp_double(const void *a, const void *b) {
 /* The q-quantile of n sorted values (nearest rank). */
 static double quantile(const double *v, int n, double q) {
   int i = (int)(q * n + 0.999999) - 1;
-  if (i < 0) i = 0;
-  if (i >= n) i = n - 1;
+  if (i < 0)
+    i = 0;
+  if (i >= n)
+    i = n - 1;
   return v[i];
 }
 
@@ -78,11 +80,14 @@ static int parse_shape(const char *s, size_t *n, size_t *b) {
   char *end;
   errno = 0;
   unsigned long long nn = strtoull(s, &end, 10);
-  if (errno || end == s || *end != 'x') return -1;
+  if (errno || end == s || *end != 'x')
+    return -1;
   const char *bs = end + 1;
   unsigned long long bb = strtoull(bs, &end, 10);
-  if (errno || end == bs || *end != '\0' || nn == 0 || bb == 0) return -1;
-  if (dash_roots_check_shape((size_t)nn, (size_t)bb) < 0) return -1;
+  if (errno || end == bs || *end != '\0' || nn == 0 || bb == 0)
+    return -1;
+  if (dash_roots_check_shape((size_t)nn, (size_t)bb) < 0)
+    return -1;
   *n = (size_t)nn;
   *b = (size_t)bb;
   return 0;
@@ -91,7 +96,8 @@ static int parse_shape(const char *s, size_t *n, size_t *b) {
 static int parse(int argc, char **argv, struct ipc_opts *o) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (strcmp(a, "--ipc") == 0) continue;
+    if (strcmp(a, "--ipc") == 0)
+      continue;
     if (strcmp(a, "--json") == 0) {
       o->json = 1;
       continue;
@@ -113,8 +119,8 @@ static int parse(int argc, char **argv, struct ipc_opts *o) {
       o->dashd = v;
     } else if (strcmp(a, "--shape") == 0) {
       if (o->nshapes == MAX_SHAPES ||
-          parse_shape(v, &o->shapes[o->nshapes][0],
-                      &o->shapes[o->nshapes][1]) < 0) {
+          parse_shape(v, &o->shapes[o->nshapes][0], &o->shapes[o->nshapes][1]) <
+              0) {
         fprintf(stderr, "dash-bench --ipc: bad or too many --shape '%s'\n", v);
         return -1;
       }
@@ -132,15 +138,19 @@ static int parse(int argc, char **argv, struct ipc_opts *o) {
         fprintf(stderr, "dash-bench --ipc: bad %s '%s'\n", a, v);
         return -1;
       }
-      if (a[2] == 'r' && a[3] == 'e') o->repeat = (int)x;
-      if (a[2] == 'r' && a[3] == 'o') o->root = (int)x;
-      if (a[2] == 't') o->threads = (int)x;
+      if (a[2] == 'r' && a[3] == 'e')
+        o->repeat = (int)x;
+      if (a[2] == 'r' && a[3] == 'o')
+        o->root = (int)x;
+      if (a[2] == 't')
+        o->threads = (int)x;
     } else {
       fprintf(stderr, "dash-bench --ipc: unknown argument '%s'\n", a);
       return -1;
     }
   }
-  if (o->repeat < 1) o->repeat = 1;
+  if (o->repeat < 1)
+    o->repeat = 1;
   return 0;
 }
 
@@ -153,10 +163,12 @@ static void fill_stats(float *x, size_t n, size_t b, unsigned salt) {
       for (size_t j = 0; j < b; j++) {
         float c = (float)(((i * 31 + j * 17 + k + salt) % 97) / 97.0 - 0.5);
         blk[i * b + j] = (i == j) ? 1.0f + (float)i / (float)b : 0.0f;
-        if (i != j) blk[i * b + j] = 0.02f * c / (float)b;
+        if (i != j)
+          blk[i * b + j] = 0.02f * c / (float)b;
       }
     for (size_t i = 0; i < b; i++)
-      for (size_t j = 0; j < i; j++) blk[j * b + i] = blk[i * b + j];
+      for (size_t j = 0; j < i; j++)
+        blk[j * b + i] = blk[i * b + j];
   }
 }
 
@@ -196,7 +208,8 @@ static int run_shape(dash_client *c, const struct ipc_opts *o, size_t n,
   int rc = -1;
   size_t elems = n * b * b;
   int reps = o->repeat;
-  if (elems * sizeof(float) > (1u << 20)) reps = reps / 20 > 5 ? reps / 20 : 5;
+  if (elems * sizeof(float) > (1u << 20))
+    reps = reps / 20 > 5 ? reps / 20 : 5;
 
   so.num_blocks = n;
   so.block_size = b;
@@ -210,7 +223,8 @@ static int run_shape(dash_client *c, const struct ipc_opts *o, size_t n,
   direct = calloc((size_t)reps, sizeof(double));
   daemon_ms = calloc((size_t)reps, sizeof(double));
   out = malloc(elems * sizeof(float));
-  if (!rtt || !e2e || !direct || !daemon_ms || !out) goto out;
+  if (!rtt || !e2e || !direct || !daemon_ms || !out)
+    goto out;
   if ((rc = dash_stack_create(c, &so, &s)) < 0) {
     fprintf(stderr, "dash-bench --ipc: dash_stack_create: %s\n",
             dash_last_error());
@@ -224,14 +238,16 @@ static int run_shape(dash_client *c, const struct ipc_opts *o, size_t n,
   for (int r = -1; r < reps; r++) { /* r = -1 warms up */
     dash_refresh_info info;
     double t0 = now_ms();
-    if ((rc = dash_step(s, (uint64_t)(r + 2), NULL)) < 0) goto fail;
+    if ((rc = dash_step(s, (uint64_t)(r + 2), NULL)) < 0)
+      goto fail;
     double t1 = now_ms();
-    if ((rc = dash_sync(s, -1, &info)) < 0) goto fail;
+    if ((rc = dash_sync(s, -1, &info)) < 0)
+      goto fail;
     double t2 = now_ms();
     dash_roots_report rep;
     double t3 = now_ms();
-    if ((rc = dash_roots_execute(plan, out, dash_stack_stats(s), NULL,
-                                 &rep)) < 0)
+    if ((rc = dash_roots_execute(plan, out, dash_stack_stats(s), NULL, &rep)) <
+        0)
       goto fail;
     double t4 = now_ms();
     if (r >= 0) {
@@ -249,20 +265,21 @@ static int run_shape(dash_client *c, const struct ipc_opts *o, size_t n,
   qsort(daemon_ms, (size_t)reps, sizeof(double), cmp_double);
   double ratio = quantile(e2e, reps, 0.5) / quantile(direct, reps, 0.5);
   if (o->json) {
-    printf("{\"record\": \"ipc\", \"N\": %zu, \"B\": %zu, \"root\": %d, "
-           "\"method\": \"%s\", \"repeat\": %d, \"step_p50_us\": %.1f, "
-           "\"step_p99_us\": %.1f, \"refresh_p50_ms\": %.4f, "
-           "\"refresh_p99_ms\": %.4f, \"daemon_compute_p50_ms\": %.4f, "
-           "\"direct_p50_ms\": %.4f, \"refresh_over_direct\": %.4f}\n",
-           n, b, o->root, dash_method_name(o->method), reps,
-           1e3 * quantile(rtt, reps, 0.5), 1e3 * quantile(rtt, reps, 0.99),
-           quantile(e2e, reps, 0.5), quantile(e2e, reps, 0.99),
-           quantile(daemon_ms, reps, 0.5), quantile(direct, reps, 0.5), ratio);
+    printf(
+        "{\"record\": \"ipc\", \"N\": %zu, \"B\": %zu, \"root\": %d, "
+        "\"method\": \"%s\", \"repeat\": %d, \"step_p50_us\": %.1f, "
+        "\"step_p99_us\": %.1f, \"refresh_p50_ms\": %.4f, "
+        "\"refresh_p99_ms\": %.4f, \"daemon_compute_p50_ms\": %.4f, "
+        "\"direct_p50_ms\": %.4f, \"refresh_over_direct\": %.4f}\n",
+        n, b, o->root, dash_method_name(o->method), reps,
+        1e3 * quantile(rtt, reps, 0.5), 1e3 * quantile(rtt, reps, 0.99),
+        quantile(e2e, reps, 0.5), quantile(e2e, reps, 0.99),
+        quantile(daemon_ms, reps, 0.5), quantile(direct, reps, 0.5), ratio);
   } else {
     char shape[32];
     snprintf(shape, sizeof(shape), "%zux%zu", n, b);
-    printf("%-9s %6d %10.1f %10.1f %12.3f %12.3f %12.3f %12.3f %8.3f\n",
-           shape, reps, 1e3 * quantile(rtt, reps, 0.5),
+    printf("%-9s %6d %10.1f %10.1f %12.3f %12.3f %12.3f %12.3f %8.3f\n", shape,
+           reps, 1e3 * quantile(rtt, reps, 0.5),
            1e3 * quantile(rtt, reps, 0.99), quantile(e2e, reps, 0.5),
            quantile(e2e, reps, 0.99), quantile(daemon_ms, reps, 0.5),
            quantile(direct, reps, 0.5), ratio);
@@ -296,7 +313,8 @@ int dash__bench_ipc(int argc, char **argv) {
   o.root = 4;
   o.method = DASH_METHOD_NEWTON_DB;
   int prc = parse(argc, argv, &o);
-  if (prc != 0) return prc > 0 ? 0 : 64;
+  if (prc != 0)
+    return prc > 0 ? 0 : 64;
   if (o.nshapes == 0) {
     size_t def[3][2] = {{4, 64}, {16, 128}, {8, 512}};
     for (int i = 0; i < 3; i++) {
@@ -308,16 +326,19 @@ int dash__bench_ipc(int argc, char **argv) {
   if (o.socket == NULL) {
     if (o.dashd == NULL) {
       ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
-      if (len <= 0) return 1;
+      if (len <= 0)
+        return 1;
       self[len] = '\0';
       char *slash = strrchr(self, '/');
-      if (slash) *slash = '\0';
+      if (slash)
+        *slash = '\0';
       if (snprintf(dashd, sizeof(dashd), "%.*s/dashd", PATH_MAX - 8, self) >=
           (int)sizeof(dashd))
         return 1;
       o.dashd = dashd;
     }
-    if (mkdtemp(dir) == NULL) return 1;
+    if (mkdtemp(dir) == NULL)
+      return 1;
     snprintf(sock, sizeof(sock), "%s/sock", dir);
     pid = start_daemon(&o, sock);
     o.socket = sock;
@@ -332,12 +353,14 @@ int dash__bench_ipc(int argc, char **argv) {
            "step p50us", "step p99us", "refresh p50", "refresh p99",
            "daemon p50", "direct p50", "ratio");
   for (int i = 0; i < o.nshapes; i++) {
-    if (run_shape(c, &o, o.shapes[i][0], o.shapes[i][1]) < 0) goto out;
+    if (run_shape(c, &o, o.shapes[i][0], o.shapes[i][1]) < 0)
+      goto out;
   }
   if (!o.json)
-    printf("refresh = dash_step + dash_sync(-1) until adopted (ms); daemon = "
-           "its compute time; direct = dash_roots_execute in process; ratio "
-           "= refresh p50 / direct p50\n");
+    printf(
+        "refresh = dash_step + dash_sync(-1) until adopted (ms); daemon = "
+        "its compute time; direct = dash_roots_execute in process; ratio "
+        "= refresh p50 / direct p50\n");
   status = 0;
 out:
   dash_disconnect(c);

@@ -1053,7 +1053,8 @@ out:
 int main(int argc, char **argv) {
   static const dash_roots_options defaults = DASH_ROOTS_OPTIONS_INIT;
   for (int i = 1; i < argc; i++)
-    if (strcmp(argv[i], "--ipc") == 0) return dash__bench_ipc(argc, argv);
+    if (strcmp(argv[i], "--ipc") == 0)
+      return dash__bench_ipc(argc, argv);
   struct bench *bn = calloc(1, sizeof(*bn));
   int status = EXIT_FAILURE, rc = 0;
 

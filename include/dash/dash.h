@@ -59,35 +59,37 @@ typedef struct dash_stack dash_stack;
  * ::dash_roots_options mean and default to DASH's values.
  */
 typedef struct dash_stack_options {
-  unsigned int version;    /**< ::DASH_STACK_OPTIONS_VERSION */
-  size_t num_blocks;       /**< N, at least 1 */
-  size_t block_size;       /**< B, at least 1 */
-  int root;                /**< p; default 4 */
-  dash_method method;      /**< default ::DASH_METHOD_NEWTON_DB */
-  dash_scaling scaling;    /**< default ::DASH_SCALING_POWER_ITER */
-  int max_steps;           /**< default 10 */
-  double tol;              /**< default 1e-3 */
-  double eps;              /**< default 1e-10 */
-  dash_precision precision;/**< default ::DASH_PRECISION_FP32 */
-  dash_fallback fallback;  /**< default ::DASH_FALLBACK_DIVERGED */
+  unsigned int version;     /**< ::DASH_STACK_OPTIONS_VERSION */
+  size_t num_blocks;        /**< N, at least 1 */
+  size_t block_size;        /**< B, at least 1 */
+  int root;                 /**< p; default 4 */
+  dash_method method;       /**< default ::DASH_METHOD_NEWTON_DB */
+  dash_scaling scaling;     /**< default ::DASH_SCALING_POWER_ITER */
+  int max_steps;            /**< default 10 */
+  double tol;               /**< default 1e-3 */
+  double eps;               /**< default 1e-10 */
+  dash_precision precision; /**< default ::DASH_PRECISION_FP32 */
+  dash_fallback fallback;   /**< default ::DASH_FALLBACK_DIVERGED */
 } dash_stack_options;
 
 /** Initializer of ::dash_stack_options with every default (N = B = 0). */
-#define DASH_STACK_OPTIONS_INIT                                          \
-  {DASH_STACK_OPTIONS_VERSION, 0, 0, 4, DASH_METHOD_NEWTON_DB,          \
-   DASH_SCALING_POWER_ITER, 10, 1e-3, 1e-10, DASH_PRECISION_FP32,       \
-   DASH_FALLBACK_DIVERGED}
+#define DASH_STACK_OPTIONS_INIT                                        \
+  {                                                                    \
+    DASH_STACK_OPTIONS_VERSION, 0, 0, 4, DASH_METHOD_NEWTON_DB,        \
+        DASH_SCALING_POWER_ITER, 10, 1e-3, 1e-10, DASH_PRECISION_FP32, \
+        DASH_FALLBACK_DIVERGED                                         \
+  }
 
 /** What dash_sync() tells about the result the caller holds. */
 typedef struct dash_refresh_info {
-  uint64_t generation;     /**< 1 for the first result of a stack, then +1 */
-  uint64_t step;           /**< the step of the snapshot it came from */
-  double compute_ms;       /**< the daemon's time for the computation */
-  dash_method method;      /**< the method that ran (AUTO resolved) */
-  int max_iterations;      /**< the most Newton steps of any block */
+  uint64_t generation; /**< 1 for the first result of a stack, then +1 */
+  uint64_t step;       /**< the step of the snapshot it came from */
+  double compute_ms;   /**< the daemon's time for the computation */
+  dash_method method;  /**< the method that ran (AUTO resolved) */
+  int max_iterations;  /**< the most Newton steps of any block */
   uint64_t blocks_by_status[DASH_BLOCK_STATUS_COUNT]; /**< per status */
-  int in_flight;           /**< non-zero while a refresh is computing or
-                                waiting in the daemon */
+  int in_flight; /**< non-zero while a refresh is computing or
+                      waiting in the daemon */
 } dash_refresh_info;
 
 /**

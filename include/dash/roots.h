@@ -176,23 +176,12 @@ typedef struct dash_roots_options {
 } dash_roots_options;
 
 /** Initializer of ::dash_roots_options holding every default. */
-#define DASH_ROOTS_OPTIONS_INIT                                               \
-  {DASH_ROOTS_OPTIONS_VERSION,                                                \
-   DASH_METHOD_NEWTON_DB,                                                     \
-   DASH_SCALING_POWER_ITER,                                                   \
-   DASH_BACKEND_CPU,                                                          \
-   DASH_PRECISION_FP32,                                                       \
-   4,                                                                         \
-   1e-10,                                                                     \
-   10,                                                                        \
-   1e-3,                                                                      \
-   10,                                                                        \
-   2.0,                                                                       \
-   16,                                                                        \
-   20,                                                                        \
-   DASH_FALLBACK_DIVERGED,                                                    \
-   0,                                                                         \
-   0x5eed}
+#define DASH_ROOTS_OPTIONS_INIT                                             \
+  {                                                                         \
+    DASH_ROOTS_OPTIONS_VERSION, DASH_METHOD_NEWTON_DB,                      \
+        DASH_SCALING_POWER_ITER, DASH_BACKEND_CPU, DASH_PRECISION_FP32, 4,  \
+        1e-10, 10, 1e-3, 10, 2.0, 16, 20, DASH_FALLBACK_DIVERGED, 0, 0x5eed \
+  }
 
 /** Diagnostics of one block. */
 typedef struct dash_block_info {
@@ -298,8 +287,8 @@ DASH_API const dash_roots_options *dash_roots_plan_options(
  * One-shot convenience: plan, execute, destroy. Same parameters and errors
  * as the three calls it makes.
  */
-DASH_API int dash_roots_compute(float *out, const float *in,
-                                size_t num_blocks, size_t block_size,
+DASH_API int dash_roots_compute(float *out, const float *in, size_t num_blocks,
+                                size_t block_size,
                                 const dash_roots_options *opts,
                                 dash_block_info *info,
                                 dash_roots_report *report);

@@ -24,25 +24,25 @@ extern "C" {
  * The one table of status codes: X(NAME, value, message). The enum,
  * dash_strerror() and dash_status_name() are all generated from it.
  */
-#define DASH_STATUS_MAP(X)                                                   \
-  X(OK, 0, "success")                                                        \
-  X(E_INVALID, -1, "invalid argument")                                       \
-  X(E_NOMEM, -2, "out of memory")                                            \
-  X(E_TOO_LARGE, -3, "size exceeds a limit")                                 \
-  X(E_UNSUPPORTED, -4, "not supported by this backend or build")            \
-  X(E_NO_DEVICE, -5, "no CUDA device")                                       \
-  X(E_CUDA, -6, "CUDA error")                                                \
-  X(E_LAPACK, -7, "LAPACK error")                                            \
-  X(E_IO, -8, "input/output error")                                          \
-  X(E_FORMAT, -9, "malformed input")                                         \
-  X(E_DISCONNECTED, -10, "not connected to the daemon")                      \
-  X(E_PROTOCOL, -11, "protocol error")                                       \
-  X(E_TIMEOUT, -12, "timed out")                                             \
-  X(E_PERMISSION, -13, "permission denied")                                  \
-  X(E_LIMIT, -14, "a configured limit was reached")                          \
-  X(E_NOT_FOUND, -15, "no such object")                                      \
-  X(E_BAD_MEMORY, -16, "shared memory unusable")                             \
-  X(E_VERSION, -17, "version mismatch")                                      \
+#define DASH_STATUS_MAP(X)                                       \
+  X(OK, 0, "success")                                            \
+  X(E_INVALID, -1, "invalid argument")                           \
+  X(E_NOMEM, -2, "out of memory")                                \
+  X(E_TOO_LARGE, -3, "size exceeds a limit")                     \
+  X(E_UNSUPPORTED, -4, "not supported by this backend or build") \
+  X(E_NO_DEVICE, -5, "no CUDA device")                           \
+  X(E_CUDA, -6, "CUDA error")                                    \
+  X(E_LAPACK, -7, "LAPACK error")                                \
+  X(E_IO, -8, "input/output error")                              \
+  X(E_FORMAT, -9, "malformed input")                             \
+  X(E_DISCONNECTED, -10, "not connected to the daemon")          \
+  X(E_PROTOCOL, -11, "protocol error")                           \
+  X(E_TIMEOUT, -12, "timed out")                                 \
+  X(E_PERMISSION, -13, "permission denied")                      \
+  X(E_LIMIT, -14, "a configured limit was reached")              \
+  X(E_NOT_FOUND, -15, "no such object")                          \
+  X(E_BAD_MEMORY, -16, "shared memory unusable")                 \
+  X(E_VERSION, -17, "version mismatch")                          \
   X(E_INTERNAL, -18, "internal error")
 
 /** Status codes; every failure is negative. */

@@ -35,8 +35,10 @@ struct cpu_state {
 static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void *alloc_array(size_t count, size_t size) {
-  if (count == 0) count = 1;
-  if (count > SIZE_MAX / size) return NULL;
+  if (count == 0)
+    count = 1;
+  if (count > SIZE_MAX / size)
+    return NULL;
   size_t bytes = count * size;
   /* 64-byte alignment suits AVX-512 loads and keeps threads' buffers off
    * each other's cache lines. */
@@ -45,7 +47,8 @@ static void *alloc_array(size_t count, size_t size) {
 }
 
 static void ws_free(struct worker_ws *w) {
-  for (int i = 0; i < kBuffers; i++) free(w->buf[i]);
+  for (int i = 0; i < kBuffers; i++)
+    free(w->buf[i]);
   free(w->v);
   free(w->w);
   free(w->coef);
@@ -64,7 +67,8 @@ static int ws_init(struct worker_ws *w, const struct dash_roots_plan *plan) {
   ok &= (w->w = alloc_array(b * k, sizeof(float))) != NULL;
   ok &= (w->coef = alloc_array((size_t)plan->opts.cheb_degree + 1,
                                sizeof(double))) != NULL;
-  if (!ok) return dash__fail(DASH_E_NOMEM, "CPU workspace");
+  if (!ok)
+    return dash__fail(DASH_E_NOMEM, "CPU workspace");
   return dash__cpu_evd_work_init(&w->evd, (int)b);
 }
 
@@ -84,7 +88,8 @@ int dash__cpu_plan_init(struct dash_roots_plan *plan) {
 
   int threads = plan->opts.threads > 0 ? plan->opts.threads : online_cores();
   st = calloc(1, sizeof(*st));
-  if (st == NULL) return dash__fail(DASH_E_NOMEM, "CPU backend state");
+  if (st == NULL)
+    return dash__fail(DASH_E_NOMEM, "CPU backend state");
   /* Blocks are independent, so with at least one block per core a thread
    * per core across blocks, each with a single-threaded BLAS, keeps every
    * core busy without the synchronisation of a threaded GEMM. With fewer
@@ -123,9 +128,11 @@ out:
 
 void dash__cpu_plan_free(struct dash_roots_plan *plan) {
   struct cpu_state *st = plan->backend;
-  if (st == NULL) return;
+  if (st == NULL)
+    return;
   if (st->ws != NULL)
-    for (int i = 0; i < st->workers; i++) ws_free(&st->ws[i]);
+    for (int i = 0; i < st->workers; i++)
+      ws_free(&st->ws[i]);
   free(st->ws);
   free(st->use_f64);
   free(st);
@@ -143,9 +150,9 @@ static int evd_block(const struct dash_roots_plan *plan, struct worker_ws *w,
 /* Runs the iterative method on one finite block. Returns the buffer that
  * holds the result and fills the run summary. */
 static float *iterate_block(const struct dash_roots_plan *plan,
-                            struct worker_ws *w, size_t index,
-                            const float *in, dash_block_info *info,
-                            struct dash__newton_run *run, int *converged) {
+                            struct worker_ws *w, size_t index, const float *in,
+                            dash_block_info *info, struct dash__newton_run *run,
+                            int *converged) {
   const dash_roots_options *o = &plan->opts;
   const int b = (int)plan->b, p = o->root;
   const size_t nn = plan->b * plan->b;
@@ -162,8 +169,7 @@ static float *iterate_block(const struct dash_roots_plan *plan,
     /* A seed per block, so blocks do not share start vectors and a block's
      * estimate does not depend on which thread computed it. */
     uint64_t seed = o->seed ^ (0x9e3779b97f4a7c15ull * (index + 1));
-    float lam = dash__cpu_power_iter(m, b, o->power_steps, k, seed, w->v,
-                                     w->w);
+    float lam = dash__cpu_power_iter(m, b, o->power_steps, k, seed, w->v, w->w);
     info->lambda_max = lam;
     s = o->power_scale * lam;
   }
@@ -192,8 +198,7 @@ static float *iterate_block(const struct dash_roots_plan *plan,
         /* Y ≈ (M/s)^(1/2) has its eigenvalues in (0, 1] too, so a second
          * run gives Z ≈ (M/s)^(-1/4). */
         struct dash__newton_run second;
-        dash__cpu_newton_db(b, &y, &z, &e, &t, o->max_steps, o->tol,
-                            &second);
+        dash__cpu_newton_db(b, &y, &z, &e, &t, o->max_steps, o->tol, &second);
         *converged &= o->tol == 0.0 || second.r_last < o->tol;
         run->steps += second.steps;
         run->r_first = second.r_first;
@@ -204,8 +209,7 @@ static float *iterate_block(const struct dash_roots_plan *plan,
       break;
     }
     case DASH_METHOD_COUPLED_NEWTON: {
-      float *cm = buf[0], *cx = buf[1], *t = buf[2], *tp = buf[3],
-            *u = buf[4];
+      float *cm = buf[0], *cx = buf[1], *t = buf[2], *tp = buf[3], *u = buf[4];
       double z0 = (p + 1.0) / (2.0 * s);
       dash__cpu_coupled_newton(b, p, z0, &cx, &cm, &t, &tp, &u, o->max_steps,
                                o->tol, run);
@@ -287,15 +291,16 @@ static void *worker_main(void *p) {
   const size_t nn = plan->b * plan->b;
   for (;;) {
     size_t i = atomic_fetch_add(&j->next, 1);
-    if (i >= plan->n) break;
-    run_block(plan, a->ws, &st->use_f64[i], i, j->out + i * nn,
-              j->in + i * nn, &j->info[i]);
+    if (i >= plan->n)
+      break;
+    run_block(plan, a->ws, &st->use_f64[i], i, j->out + i * nn, j->in + i * nn,
+              &j->info[i]);
   }
   return NULL;
 }
 
-int dash__cpu_execute(struct dash_roots_plan *plan, float *out,
-                      const float *in, dash_block_info *info) {
+int dash__cpu_execute(struct dash_roots_plan *plan, float *out, const float *in,
+                      dash_block_info *info) {
   struct cpu_state *st = plan->backend;
   struct job job = {plan, out, in, info, 0};
   struct worker_arg args[st->workers];
@@ -305,7 +310,8 @@ int dash__cpu_execute(struct dash_roots_plan *plan, float *out,
   pthread_mutex_lock(&blas_lock);
   int saved_threads = openblas_get_num_threads();
   openblas_set_num_threads(st->blas_threads);
-  if (st->blas_threads == 1) dash__cpu_blas_warmup(st->workers);
+  if (st->blas_threads == 1)
+    dash__cpu_blas_warmup(st->workers);
   for (int i = 0; i < st->workers; i++) {
     args[i].job = &job;
     args[i].ws = &st->ws[i];
@@ -313,11 +319,13 @@ int dash__cpu_execute(struct dash_roots_plan *plan, float *out,
   /* The calling thread is worker 0; a thread that cannot be started only
    * means fewer hands, since the others take every remaining block. */
   for (int i = 1; i < st->workers; i++) {
-    if (pthread_create(&tids[i], NULL, worker_main, &args[i]) != 0) break;
+    if (pthread_create(&tids[i], NULL, worker_main, &args[i]) != 0)
+      break;
     started = i;
   }
   worker_main(&args[0]);
-  for (int i = 1; i <= started; i++) pthread_join(tids[i], NULL);
+  for (int i = 1; i <= started; i++)
+    pthread_join(tids[i], NULL);
   openblas_set_num_threads(saved_threads);
   pthread_mutex_unlock(&blas_lock);
   return 0;

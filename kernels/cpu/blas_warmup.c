@@ -35,16 +35,18 @@ static void *warm_one(void *p) {
   struct warm_arg *a = p;
   const int n = kWarmSize;
   pthread_mutex_lock(&a->gate->lock);
-  while (!a->gate->is_open) pthread_cond_wait(&a->gate->open, &a->gate->lock);
+  while (!a->gate->is_open)
+    pthread_cond_wait(&a->gate->open, &a->gate->lock);
   pthread_mutex_unlock(&a->gate->lock);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a->m,
-              n, a->m + (size_t)n * n, n, 0.0f, a->m + 2 * (size_t)n * n, n);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a->m, n,
+              a->m + (size_t)n * n, n, 0.0f, a->m + 2 * (size_t)n * n, n);
   return NULL;
 }
 
 void dash__cpu_blas_warmup(int threads) {
   static int warmed; /* guarded by the caller's BLAS lock */
-  if (threads <= warmed) return;
+  if (threads <= warmed)
+    return;
   const size_t nn = (size_t)kWarmSize * kWarmSize;
   float *m = calloc(3 * nn * (size_t)threads, sizeof(float));
   struct warm_arg *args = calloc((size_t)threads, sizeof(*args));
@@ -52,7 +54,8 @@ void dash__cpu_blas_warmup(int threads) {
   struct gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
   int started;
   /* A warm-up that cannot run costs speed, never correctness. */
-  if (m == NULL || args == NULL || tids == NULL) goto out;
+  if (m == NULL || args == NULL || tids == NULL)
+    goto out;
   for (int i = 0; i < threads; i++) {
     args[i].gate = &gate;
     args[i].m = m + 3 * nn * (size_t)i;
@@ -65,8 +68,10 @@ void dash__cpu_blas_warmup(int threads) {
   pthread_cond_broadcast(&gate.open);
   pthread_mutex_unlock(&gate.lock);
   warm_one(&args[threads - 1]);
-  for (int i = 0; i < started; i++) pthread_join(tids[i], NULL);
-  if (started == threads - 1) warmed = threads;
+  for (int i = 0; i < started; i++)
+    pthread_join(tids[i], NULL);
+  if (started == threads - 1)
+    warmed = threads;
 out:
   free(m);
   free(args);

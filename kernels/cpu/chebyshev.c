@@ -45,8 +45,8 @@ void dash__cpu_chebyshev(int b, int p, double s, double eps, int degree,
   dash__cpu_set_identity(*x, b, (float)coef[degree]);
   dash__cpu_set_identity(*q, b, 0.0f);
   for (int k = degree - 1; k >= 1; k--) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, 2.0f, *a,
-                b, *x, b, -1.0f, *q, b);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, 2.0f, *a, b,
+                *x, b, -1.0f, *q, b);
     dash__cpu_add_identity(*q, b, (float)coef[k]);
     swap(x, q);
   }

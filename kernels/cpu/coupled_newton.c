@@ -13,8 +13,8 @@ static void swap(float **a, float **b) {
 }
 
 static void gemm(int b, const float *x, const float *y, float *out) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, 1.0f, x, b,
-              y, b, 0.0f, out, b);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, 1.0f, x, b, y,
+              b, 0.0f, out, b);
 }
 
 /* max |M − I| over all elements, as Distributed Shampoo's
@@ -26,16 +26,16 @@ static float max_abs_off_identity(const float *m, int b) {
     for (int j = 0; j < b; j++) {
       float d = fabsf(row[j] - (i == j ? 1.0f : 0.0f));
       /* `!(d <= worst)` also catches NaN. */
-      if (!(d <= worst)) worst = d;
+      if (!(d <= worst))
+        worst = d;
     }
   }
   return worst;
 }
 
 void dash__cpu_coupled_newton(int b, int p, double z, float **x, float **m,
-                              float **t, float **tp, float **u,
-                              int max_steps, double tol,
-                              struct dash__newton_run *run) {
+                              float **t, float **tp, float **u, int max_steps,
+                              double tol, struct dash__newton_run *run) {
   const float alpha = -1.0f / (float)p;
   const size_t nn = (size_t)b * b;
 
@@ -46,9 +46,11 @@ void dash__cpu_coupled_newton(int b, int p, double z, float **x, float **m,
   run->steps = 0;
   run->r_first = run->r_last = r;
   for (int k = 0; k < max_steps; k++) {
-    if (!isfinite(r) || (tol > 0.0 && r < tol)) return;
+    if (!isfinite(r) || (tol > 0.0 && r < tol))
+      return;
     /* T = (1 − α)·I + α·M. */
-    for (size_t i = 0; i < nn; i++) (*t)[i] = alpha * (*m)[i];
+    for (size_t i = 0; i < nn; i++)
+      (*t)[i] = alpha * (*m)[i];
     dash__cpu_add_identity(*t, b, 1.0f - alpha);
     /* X ← X·T. */
     gemm(b, *x, *t, *u);

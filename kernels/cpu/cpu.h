@@ -9,9 +9,9 @@
 
 /* Result of one Newton run. */
 struct dash__newton_run {
-  int steps;        /* GEMM rounds taken */
-  float r_first;    /* residual of the first step */
-  float r_last;     /* residual of the last step */
+  int steps;     /* GEMM rounds taken */
+  float r_first; /* residual of the first step */
+  float r_last;  /* residual of the last step */
 };
 
 /* Warms OpenBLAS's GEMM buffers for `threads` concurrent single-threaded
@@ -50,9 +50,8 @@ void dash__cpu_newton_db(int b, float **y, float **z, float **e, float **t,
  * the initial scale (p+1)/(2s); on return *x ≈ (A + εI)^(-1/p). Residual
  * max |M − I| elementwise. Five buffers, swapped as it goes. */
 void dash__cpu_coupled_newton(int b, int p, double z, float **x, float **m,
-                              float **t, float **tp, float **u,
-                              int max_steps, double tol,
-                              struct dash__newton_run *run);
+                              float **t, float **tp, float **u, int max_steps,
+                              double tol, struct dash__newton_run *run);
 
 /* Chebyshev: *x ≈ s^(-1/p)·f(A/s) with f(u) = (u + eps/s)^(-1/p) fitted by
  * degree-d interpolation on [0, 1]. *a holds A (no ridge) and is
@@ -62,11 +61,11 @@ void dash__cpu_chebyshev(int b, int p, double s, double eps, int degree,
 
 /* Workspace of dash__cpu_evd_root, one per thread. */
 struct dash__evd_work {
-  float *s_vec, *s_ref;   /* b² each */
-  float *s_lam, *s_tau;   /* b each */
+  float *s_vec, *s_ref; /* b² each */
+  float *s_lam, *s_tau; /* b each */
   float *s_work;
   int s_lwork;
-  double *d_vec, *d_z;    /* b² each */
+  double *d_vec, *d_z;           /* b² each */
   double *d_lam, *d_off, *d_tau; /* b each */
   double *d_work;
   int d_lwork;

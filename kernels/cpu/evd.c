@@ -29,10 +29,10 @@ static int query(int b, int *s_lwork, int *d_lwork, int *liwork) {
                                   &sw, -1, &iw, -1)) != 0 ||
       (info = LAPACKE_sormtr_work(LAPACK_COL_MAJOR, 'L', 'U', 'N', b, b, NULL,
                                   b, NULL, NULL, b, &sw2, -1)) != 0 ||
-      (info = LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'U', b, NULL, b, NULL,
-                                  NULL, NULL, &dw, -1)) != 0 ||
-      (info = LAPACKE_dstedc_work(LAPACK_COL_MAJOR, 'I', b, NULL, NULL, NULL,
-                                  b, &dw2, -1, &iw2, -1)) != 0)
+      (info = LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'U', b, NULL, b, NULL, NULL,
+                                  NULL, &dw, -1)) != 0 ||
+      (info = LAPACKE_dstedc_work(LAPACK_COL_MAJOR, 'I', b, NULL, NULL, NULL, b,
+                                  &dw2, -1, &iw2, -1)) != 0)
     return dash__fail(DASH_E_LAPACK, "LAPACK workspace query: info %d",
                       (int)info);
   *s_lwork = max_int((int)sw, (int)sw2);
@@ -44,7 +44,8 @@ static int query(int b, int *s_lwork, int *d_lwork, int *liwork) {
 int dash__cpu_evd_work_init(struct dash__evd_work *w, int b) {
   size_t nn = (size_t)b * b;
   int rc = query(b, &w->s_lwork, &w->d_lwork, &w->liwork);
-  if (rc < 0) return rc;
+  if (rc < 0)
+    return rc;
   int ok = 1;
   ok &= (w->s_vec = malloc(nn * sizeof(float))) != NULL;
   ok &= (w->s_ref = malloc(nn * sizeof(float))) != NULL;
@@ -81,18 +82,18 @@ void dash__cpu_evd_work_free(struct dash__evd_work *w) {
  * ≤ 0 (ε = 0 and a zero eigenvalue) gets d_j = 0, a pseudo-inverse. The
  * factors go to `out`; returns the condition number of the shifted
  * spectrum (inf when singular). */
-#define DEFINE_FACTORS(NAME, T)                                           \
-  static double NAME(const T *lam, float *out, int b, int p, double eps,  \
-                     float *top) {                                        \
-    double shift = lam[0] < 0 ? -(double)lam[0] : 0.0;                    \
-    double lo = (double)lam[0] + shift + eps;                             \
-    double hi = (double)lam[b - 1] + shift + eps;                         \
-    *top = (float)hi;                                                     \
-    for (int j = 0; j < b; j++) {                                         \
-      double l = (double)lam[j] + shift + eps;                            \
-      out[j] = l > 0 ? (float)pow(l, -0.5 / p) : 0.0f;                    \
-    }                                                                     \
-    return lo > 0 ? hi / lo : INFINITY;                                   \
+#define DEFINE_FACTORS(NAME, T)                                          \
+  static double NAME(const T *lam, float *out, int b, int p, double eps, \
+                     float *top) {                                       \
+    double shift = lam[0] < 0 ? -(double)lam[0] : 0.0;                   \
+    double lo = (double)lam[0] + shift + eps;                            \
+    double hi = (double)lam[b - 1] + shift + eps;                        \
+    *top = (float)hi;                                                    \
+    for (int j = 0; j < b; j++) {                                        \
+      double l = (double)lam[j] + shift + eps;                           \
+      out[j] = l > 0 ? (float)pow(l, -0.5 / p) : 0.0f;                   \
+    }                                                                    \
+    return lo > 0 ? hi / lo : INFINITY;                                  \
   }
 DEFINE_FACTORS(factors_f32, float)
 DEFINE_FACTORS(factors_f64, double)
@@ -104,10 +105,11 @@ DEFINE_FACTORS(factors_f64, double)
 static void rebuild(struct dash__evd_work *w, float *x, int b) {
   for (int j = 0; j < b; j++)
     dash__cpu_scale(w->s_vec + (size_t)j * b, (size_t)b, w->s_lam[j]);
-  cblas_ssyrk(CblasColMajor, CblasUpper, CblasNoTrans, b, b, 1.0f, w->s_vec,
-              b, 0.0f, x, b);
+  cblas_ssyrk(CblasColMajor, CblasUpper, CblasNoTrans, b, b, 1.0f, w->s_vec, b,
+              0.0f, x, b);
   for (int i = 0; i < b; i++)
-    for (int j = 0; j < i; j++) x[(size_t)j * b + i] = x[(size_t)i * b + j];
+    for (int j = 0; j < i; j++)
+      x[(size_t)j * b + i] = x[(size_t)i * b + j];
 }
 
 /* Row-major lower = column-major upper, and a symmetric block is its own
@@ -116,13 +118,14 @@ static void rebuild(struct dash__evd_work *w, float *x, int b) {
 static int evd_f32(const float *a, float *x, int b, int p, double eps,
                    struct dash__evd_work *w, float *top, double *cond) {
   size_t nn = (size_t)b * b;
-  for (size_t i = 0; i < nn; i++) w->s_vec[i] = a[i];
-  if (LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'V', 'U', b, w->s_vec, b,
-                          w->s_lam, w->s_work, w->s_lwork, w->iwork,
-                          w->liwork) != 0)
+  for (size_t i = 0; i < nn; i++)
+    w->s_vec[i] = a[i];
+  if (LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'V', 'U', b, w->s_vec, b, w->s_lam,
+                          w->s_work, w->s_lwork, w->iwork, w->liwork) != 0)
     return DASH_E_LAPACK;
   *cond = factors_f32(w->s_lam, w->s_lam, b, p, eps, top);
-  if (*cond > kF32MaxCond) return 0;
+  if (*cond > kF32MaxCond)
+    return 0;
   rebuild(w, x, b);
   return 0;
 }
@@ -136,19 +139,20 @@ static int evd_f32(const float *a, float *x, int b, int p, double eps,
 static int evd_mixed(const float *a, float *x, int b, int p, double eps,
                      struct dash__evd_work *w, float *top, double *cond) {
   size_t nn = (size_t)b * b;
-  for (size_t i = 0; i < nn; i++) w->d_vec[i] = a[i];
+  for (size_t i = 0; i < nn; i++)
+    w->d_vec[i] = a[i];
   if (LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'U', b, w->d_vec, b, w->d_lam,
                           w->d_off, w->d_tau, w->d_work, w->d_lwork) != 0)
     return DASH_E_LAPACK;
-  if (LAPACKE_dstedc_work(LAPACK_COL_MAJOR, 'I', b, w->d_lam, w->d_off,
-                          w->d_z, b, w->d_work, w->d_lwork, w->iwork,
-                          w->liwork) != 0)
+  if (LAPACKE_dstedc_work(LAPACK_COL_MAJOR, 'I', b, w->d_lam, w->d_off, w->d_z,
+                          b, w->d_work, w->d_lwork, w->iwork, w->liwork) != 0)
     return DASH_E_LAPACK;
   for (size_t i = 0; i < nn; i++) {
     w->s_vec[i] = (float)w->d_z[i];
     w->s_ref[i] = (float)w->d_vec[i];
   }
-  for (int i = 0; i + 1 < b; i++) w->s_tau[i] = (float)w->d_tau[i];
+  for (int i = 0; i + 1 < b; i++)
+    w->s_tau[i] = (float)w->d_tau[i];
   if (LAPACKE_sormtr_work(LAPACK_COL_MAJOR, 'L', 'U', 'N', b, b, w->s_ref, b,
                           w->s_tau, w->s_vec, b, w->s_work, w->s_lwork) != 0)
     return DASH_E_LAPACK;

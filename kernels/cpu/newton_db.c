@@ -34,32 +34,36 @@ void dash__cpu_newton_db(int b, float **y, float **z, float **e, float **t,
     /* E = 1.5·I − 0.5·Z·Y, formed in the GEMM's accumulator. On the first
      * step Z = I, so E = 1.5·I − 0.5·Y and Z·E = E need no product. */
     if (k == 0) {
-      for (size_t i = 0; i < (size_t)b * b; i++) (*e)[i] = -0.5f * (*y)[i];
+      for (size_t i = 0; i < (size_t)b * b; i++)
+        (*e)[i] = -0.5f * (*y)[i];
       dash__cpu_add_identity(*e, b, 1.5f);
     } else {
       dash__cpu_set_identity(*e, b, 1.5f);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, -0.5f,
-                  *z, b, *y, b, 1.0f, *e, b);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, -0.5f, *z,
+                  b, *y, b, 1.0f, *e, b);
     }
     float r = identity_residual(*e, b);
-    if (k == 0) run->r_first = r;
+    if (k == 0)
+      run->r_first = r;
     run->r_last = r;
     run->steps = k + 1;
-    if (!isfinite(r)) return;
+    if (!isfinite(r))
+      return;
 
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, 1.0f, *y,
-                b, *e, b, 0.0f, *t, b);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, 1.0f, *y, b,
+                *e, b, 0.0f, *t, b);
     swap(y, t);
     if (k == 0) {
       swap(z, e);
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, 1.0f,
-                  *e, b, *z, b, 0.0f, *t, b);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, b, b, 1.0f, *e,
+                  b, *z, b, 0.0f, *t, b);
       swap(z, t);
     }
     /* The update above used this E, so the iterate is already one
      * quadratic step past the residual that met the tolerance. */
-    if (tol > 0.0 && r < tol) return;
+    if (tol > 0.0 && r < tol)
+      return;
   }
   if (tol > 0.0 && run->steps > 0) {
     /* The step limit was reached. The last residual belongs to the

@@ -25,9 +25,11 @@ static float uniform_pm1(uint64_t *state) {
  * column is all zero (then it is left as is). */
 static int normalize_columns(float *v, int b, int k, float *norms) {
   int ok = 1;
-  for (int j = 0; j < k; j++) norms[j] = 0.0f;
+  for (int j = 0; j < k; j++)
+    norms[j] = 0.0f;
   for (int i = 0; i < b; i++)
-    for (int j = 0; j < k; j++) norms[j] += v[(size_t)i * k + j] * v[(size_t)i * k + j];
+    for (int j = 0; j < k; j++)
+      norms[j] += v[(size_t)i * k + j] * v[(size_t)i * k + j];
   for (int j = 0; j < k; j++) {
     if (!(norms[j] > 0.0f)) {
       ok = 0;
@@ -37,7 +39,8 @@ static int normalize_columns(float *v, int b, int k, float *norms) {
     }
   }
   for (int i = 0; i < b; i++)
-    for (int j = 0; j < k; j++) v[(size_t)i * k + j] *= norms[j];
+    for (int j = 0; j < k; j++)
+      v[(size_t)i * k + j] *= norms[j];
   return ok;
 }
 
@@ -45,7 +48,8 @@ float dash__cpu_power_iter(const float *m, int b, int steps, int vectors,
                            uint64_t seed, float *v, float *w) {
   int k = vectors;
   double trace = 0.0;
-  for (int i = 0; i < b; i++) trace += m[(size_t)i * b + i];
+  for (int i = 0; i < b; i++)
+    trace += m[(size_t)i * b + i];
   if (!(trace > 0.0)) {
     /* A PSD block with zero trace is zero. Anything else with a
      * non-positive trace is not PSD; the Frobenius norm then bounds its
@@ -55,7 +59,8 @@ float dash__cpu_power_iter(const float *m, int b, int steps, int vectors,
   }
   float delta = (float)(1e-6 * trace / b);
   uint64_t state = seed;
-  for (size_t i = 0; i < (size_t)b * k; i++) v[i] = uniform_pm1(&state);
+  for (size_t i = 0; i < (size_t)b * k; i++)
+    v[i] = uniform_pm1(&state);
   /* w doubles as scratch for the column norms until the first product. */
   normalize_columns(v, b, k, w);
 
@@ -63,12 +68,13 @@ float dash__cpu_power_iter(const float *m, int b, int steps, int vectors,
     /* w = (M + δI)·v; the δ term keeps a start vector in the null space
      * of M from collapsing to zero. */
     if (k == 1)
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, b, b, 1.0f, m, b, v, 1, 0.0f,
-                  w, 1);
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, b, b, 1.0f, m, b, v, 1, 0.0f, w,
+                  1);
     else
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, k, b, 1.0f,
-                  m, b, v, k, 0.0f, w, k);
-    for (size_t i = 0; i < (size_t)b * k; i++) w[i] += delta * v[i];
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, k, b, 1.0f, m,
+                  b, v, k, 0.0f, w, k);
+    for (size_t i = 0; i < (size_t)b * k; i++)
+      w[i] += delta * v[i];
     float *tmp = v;
     v = w;
     w = tmp;
@@ -82,14 +88,15 @@ float dash__cpu_power_iter(const float *m, int b, int steps, int vectors,
     cblas_sgemv(CblasRowMajor, CblasNoTrans, b, b, 1.0f, m, b, v, 1, 0.0f, w,
                 1);
   else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, k, b, 1.0f, m,
-                b, v, k, 0.0f, w, k);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, k, b, 1.0f, m, b,
+                v, k, 0.0f, w, k);
   double best = 0.0;
   for (int j = 0; j < k; j++) {
     double rq = 0.0;
     for (int i = 0; i < b; i++)
       rq += (double)v[(size_t)i * k + j] * w[(size_t)i * k + j];
-    if (rq > best) best = rq;
+    if (rq > best)
+      best = rq;
   }
   return (float)best;
 }
