@@ -1011,6 +1011,33 @@ struct torn_state {
   uint64_t allowed[4]; /* when non-zero: the only steps that may appear */
 };
 
+/* A checker for stack s whose statistics at step k are base as
+ * stats_of_step() makes them; the non-zero entries of allowed (up to
+ * three, then 0) are the only steps an adoption may carry, none: any. */
+static void torn_init(struct torn_state *t, dash_stack *s,
+                      const dash_stack_options *o, const float *base,
+                      uint64_t a0, uint64_t a1, uint64_t a2) {
+  size_t count = o->num_blocks * o->block_size * o->block_size;
+  memset(t, 0, sizeof(*t));
+  t->s = s;
+  t->o = o;
+  t->n = o->num_blocks;
+  t->b = o->block_size;
+  t->base = base;
+  t->allowed[0] = a0;
+  t->allowed[1] = a1;
+  t->allowed[2] = a2;
+  t->snapshot = xcalloc(count, sizeof(float));
+  t->ref = xcalloc(count, sizeof(float));
+  t->held = xcalloc(count, sizeof(float));
+}
+
+static void torn_free(struct torn_state *t) {
+  free(t->snapshot);
+  free(t->ref);
+  free(t->held);
+}
+
 /* One adoption: newer than the last, from a step that was asked for, and
  * equal to the root of that step's statistics (never a mix). */
 static void torn_check(const dash_refresh_info *info, void *arg) {
@@ -1066,10 +1093,8 @@ START_TEST(test_daemon_never_publishes_torn_results) {
   /* What the trainer writes right after each step: another SPD matrix
    * (other bases, 1000 times larger), whose root is far from any step's. */
   known_blocks(garbage, n, b, 12, 1000.0, 0);
-  struct torn_state t = {.s = s, .o = &o, .n = n, .b = b, .base = base};
-  t.snapshot = xcalloc(count, sizeof(float));
-  t.ref = xcalloc(count, sizeof(float));
-  t.held = xcalloc(count, sizeof(float));
+  struct torn_state t;
+  torn_init(&t, s, &o, base, 0, 0, 0);
 
   float *stats = dash_stack_stats(s);
   for (uint64_t k = 1; k <= steps; k++) {
@@ -1099,9 +1124,7 @@ START_TEST(test_daemon_never_publishes_torn_results) {
   dash_disconnect(c);
   free(base);
   free(garbage);
-  free(t.snapshot);
-  free(t.ref);
-  free(t.held);
+  torn_free(&t);
   daemon_stop(&d);
 }
 END_TEST
@@ -1199,11 +1222,8 @@ START_TEST(test_daemon_result_carries_its_step) {
   float *base = xcalloc(count, sizeof(float));
   known_blocks(base, n, b, 31, 1.0, 0);
   float *stats = dash_stack_stats(s);
-  struct torn_state t = {
-      .s = s, .o = &o, .n = n, .b = b, .base = base, .allowed = {5, 9}};
-  t.snapshot = xcalloc(count, sizeof(float));
-  t.ref = xcalloc(count, sizeof(float));
-  t.held = xcalloc(count, sizeof(float));
+  struct torn_state t;
+  torn_init(&t, s, &o, base, 5, 9, 0);
 
   double t0 = now_ms();
   for (uint64_t k = 5; k <= 9; k += 2) {
@@ -1229,9 +1249,7 @@ START_TEST(test_daemon_result_carries_its_step) {
   DASH_EQ(dash_stack_destroy(s), 0);
   dash_disconnect(c);
   free(base);
-  free(t.snapshot);
-  free(t.ref);
-  free(t.held);
+  torn_free(&t);
   daemon_stop(&d);
 }
 END_TEST
@@ -1253,11 +1271,8 @@ START_TEST(test_daemon_sync_returns_while_holding_a_result) {
   float *base = xcalloc(count, sizeof(float));
   known_blocks(base, n, b, 35, 1.0, 0);
   float *stats = dash_stack_stats(s);
-  struct torn_state t = {
-      .s = s, .o = &o, .n = n, .b = b, .base = base, .allowed = {1, 2, 3}};
-  t.snapshot = xcalloc(count, sizeof(float));
-  t.ref = xcalloc(count, sizeof(float));
-  t.held = xcalloc(count, sizeof(float));
+  struct torn_state t;
+  torn_init(&t, s, &o, base, 1, 2, 3);
 
   stats_of_step(stats, base, count, 1);
   DASH_OK(dash_step(s, 1, NULL));
@@ -1288,9 +1303,7 @@ START_TEST(test_daemon_sync_returns_while_holding_a_result) {
   DASH_EQ(dash_stack_destroy(s), 0);
   dash_disconnect(c);
   free(base);
-  free(t.snapshot);
-  free(t.ref);
-  free(t.held);
+  torn_free(&t);
   daemon_stop(&d);
 }
 END_TEST
@@ -1311,11 +1324,8 @@ START_TEST(test_daemon_coalesces_refreshes) {
   float *base = xcalloc(count, sizeof(float));
   known_blocks(base, n, b, 41, 1.0, 0);
   float *stats = dash_stack_stats(s);
-  struct torn_state t = {
-      .s = s, .o = &o, .n = n, .b = b, .base = base, .allowed = {1, 10}};
-  t.snapshot = xcalloc(count, sizeof(float));
-  t.ref = xcalloc(count, sizeof(float));
-  t.held = xcalloc(count, sizeof(float));
+  struct torn_state t;
+  torn_init(&t, s, &o, base, 1, 10, 0);
 
   double t0 = now_ms();
   for (uint64_t k = 1; k <= 10; k++) {
@@ -1339,9 +1349,7 @@ START_TEST(test_daemon_coalesces_refreshes) {
   DASH_EQ(dash_stack_destroy(s), 0);
   dash_disconnect(c);
   free(base);
-  free(t.snapshot);
-  free(t.ref);
-  free(t.held);
+  torn_free(&t);
   daemon_stop(&d);
 }
 END_TEST
