@@ -46,7 +46,21 @@ def _closed_error(what):
 
 
 class _Closeable:
-    """close() on leaving a with block and, quietly, on collection."""
+    """A libdash handle: close() on leaving a with block and, quietly, on
+    collection; _h() gives the live handle or raises. Subclasses set
+    _what ("client", "stack") and self._handle."""
+
+    _what = "object"
+
+    @property
+    def closed(self):
+        return self._handle is None
+
+    def _h(self):
+        h = self._handle
+        if h is None:
+            raise _closed_error(self._what)
+        return h
 
     def __enter__(self):
         return self
@@ -70,6 +84,8 @@ class Client(_Closeable):
     Usable as a context manager; close() is idempotent.
     """
 
+    _what = "client"
+
     def __init__(self, socket_path=None):
         self._handle = None
         self._lock = threading.RLock()
@@ -81,16 +97,6 @@ class Client(_Closeable):
             else None
         check(lib.dash_connect(arg, ctypes.byref(h)))
         self._handle = h
-
-    @property
-    def closed(self):
-        return self._handle is None
-
-    def _h(self):
-        h = self._handle
-        if h is None:
-            raise _closed_error("client")
-        return h
 
     def ping(self):
         """Round trip to the daemon; returns its time in milliseconds."""
@@ -138,6 +144,8 @@ class Client(_Closeable):
 class Stack(_Closeable):
     """A stack registered with dashd; made by Client.create_stack()."""
 
+    _what = "stack"
+
     def __init__(self, client, handle):
         self._client = client           # keeps the connection alive
         self._handle = handle
@@ -148,16 +156,6 @@ class Stack(_Closeable):
     @property
     def client(self):
         return self._client
-
-    @property
-    def closed(self):
-        return self._handle is None
-
-    def _h(self):
-        h = self._handle
-        if h is None:
-            raise _closed_error("stack")
-        return h
 
     def _view(self, ptr):
         n, b = self.num_blocks, self.block_size
