@@ -6,6 +6,10 @@
 
 #include "dash/roots.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Records a printf-style detail for dash_last_error() and returns status,
  * so that a failure reads `return dash__fail(DASH_E_INVALID, "...", ...);`. */
 int dash__fail(int status, const char *fmt, ...)
@@ -33,8 +37,32 @@ int dash__cpu_execute(struct dash_roots_plan *plan, float *out, const float *in,
                       dash_block_info *info);
 void dash__cpu_plan_free(struct dash_roots_plan *plan);
 
-/* The CUDA backend seam (kernels/cuda/): the number of usable devices, 0
- * when the build has no CUDA or no device answers. */
+/* Compaction of a batch whose slots 0..a−1 hold blocks slot_block[j] and
+ * of which the slots with leave[j] set are done: fills each such slot
+ * below the new count with a live slot from above it, recording the
+ * copies (move_src[i] → move_dst[i], *moves of them, at most a) and
+ * updating slot_block. Returns the new count of live slots, which then
+ * occupy slots 0..count−1. */
+size_t dash__slots_compact(const unsigned char *leave, size_t a,
+                           int *slot_block, int *move_src, int *move_dst,
+                           size_t *moves);
+
+/* The CUDA backend (kernels/cuda/): the number of usable devices, 0 when
+ * the build has no CUDA or no device answers. */
 int dash__cuda_device_count(void);
+/* Makes the plan's device state (context, workspaces) on the current
+ * device and resolves AUTO fields for it. */
+int dash__cuda_plan_init(struct dash_roots_plan *plan);
+/* Computes the stack; out and in are host memory unless on_device, and
+ * stream (a cudaStream_t, may be NULL) orders the work after the caller's
+ * when they are device memory. */
+int dash__cuda_execute(struct dash_roots_plan *plan, float *out,
+                       const float *in, dash_block_info *info, int on_device,
+                       void *stream);
+void dash__cuda_plan_free(struct dash_roots_plan *plan);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -204,24 +204,21 @@ int dash_roots_check_shape(size_t n, size_t b) {
 static int resolve_backend(dash_roots_options *o) {
   int devices = dash__cuda_device_count();
   if (o->backend == DASH_BACKEND_AUTO)
-    /* The CUDA backend joins AUTO when it can compute; until then the CPU
-     * is the only backend that can. */
-    o->backend = DASH_BACKEND_CPU;
-  if (o->backend == DASH_BACKEND_CUDA) {
-    if (devices <= 0)
-      return dash__fail(DASH_E_NO_DEVICE,
-                        "backend cuda: no CUDA device is present%s",
+    o->backend = devices > 0 ? DASH_BACKEND_CUDA : DASH_BACKEND_CPU;
+  if (o->backend == DASH_BACKEND_CUDA && devices <= 0)
+    return dash__fail(DASH_E_NO_DEVICE,
+                      "backend cuda: no CUDA device is present%s",
 #ifdef DASH_HAVE_CUDA
-                        ""
+                      ""
 #else
-                        " (this build has no CUDA support)"
+                      " (this build has no CUDA support)"
 #endif
-      );
-    return dash__fail(DASH_E_UNSUPPORTED,
-                      "backend cuda: the CUDA root kernels are not in this "
-                      "build yet; use --backend cpu");
-  }
+    );
   return 0;
+}
+
+static int is_cuda(const struct dash_roots_plan *plan) {
+  return plan->opts.backend == DASH_BACKEND_CUDA;
 }
 
 int dash_roots_plan_create(dash_roots_plan **out, size_t num_blocks,
@@ -252,7 +249,7 @@ int dash_roots_plan_create(dash_roots_plan **out, size_t num_blocks,
     free(plan);
     return dash__fail(DASH_E_NOMEM, "block infos for %zu blocks", num_blocks);
   }
-  rc = dash__cpu_plan_init(plan);
+  rc = is_cuda(plan) ? dash__cuda_plan_init(plan) : dash__cpu_plan_init(plan);
   if (rc < 0) {
     free(plan->infos);
     free(plan);
@@ -272,11 +269,17 @@ static int overlaps(const float *a, const float *b, size_t n) {
   return pa < pb + bytes && pb < pa + bytes;
 }
 
-int dash_roots_execute(dash_roots_plan *plan, float *out, const float *in,
-                       dash_block_info *info, dash_roots_report *report) {
+static int execute(dash_roots_plan *plan, float *out, const float *in,
+                   dash_block_info *info, dash_roots_report *report,
+                   int on_device, void *stream) {
   dash__clear_error();
   if (plan == NULL || out == NULL || in == NULL)
     return dash__fail(DASH_E_INVALID, "plan, out and in must not be NULL");
+  if (on_device && !is_cuda(plan))
+    return dash__fail(DASH_E_INVALID,
+                      "dash_roots_execute_device needs a plan of backend "
+                      "cuda; this one is %s",
+                      dash_backend_name(plan->opts.backend));
   size_t total = plan->n * plan->b * plan->b;
   if (overlaps(out, in, total))
     return dash__fail(DASH_E_INVALID, "out and in overlap");
@@ -285,7 +288,9 @@ int dash_roots_execute(dash_roots_plan *plan, float *out, const float *in,
    * the plan's own array. */
   dash_block_info *infos = info ? info : plan->infos;
   double t0 = dash__now_ms();
-  int rc = dash__cpu_execute(plan, out, in, infos);
+  int rc = is_cuda(plan)
+               ? dash__cuda_execute(plan, out, in, infos, on_device, stream)
+               : dash__cpu_execute(plan, out, in, infos);
   double t1 = dash__now_ms();
   if (rc == 0 && report != NULL) {
     memset(report, 0, sizeof(*report));
@@ -303,10 +308,24 @@ int dash_roots_execute(dash_roots_plan *plan, float *out, const float *in,
   return rc;
 }
 
+int dash_roots_execute(dash_roots_plan *plan, float *out, const float *in,
+                       dash_block_info *info, dash_roots_report *report) {
+  return execute(plan, out, in, info, report, 0, NULL);
+}
+
+int dash_roots_execute_device(dash_roots_plan *plan, float *out,
+                              const float *in, dash_block_info *info,
+                              dash_roots_report *report, void *stream) {
+  return execute(plan, out, in, info, report, 1, stream);
+}
+
 void dash_roots_plan_destroy(dash_roots_plan *plan) {
   if (plan == NULL)
     return;
-  dash__cpu_plan_free(plan);
+  if (is_cuda(plan))
+    dash__cuda_plan_free(plan);
+  else
+    dash__cpu_plan_free(plan);
   free(plan->infos);
   free(plan);
 }

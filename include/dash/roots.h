@@ -43,6 +43,8 @@ typedef enum dash_method {
    *  relative (Frobenius) on statistics of condition number up to 1e6;
    *  the choice is reported in dash_roots_report. On CPU that is EVD,
    *  which beats every iteration there at any accuracy (bench/RESULTS.md).
+   *  On CUDA it is EVD as well until GPU measurements show an iteration
+   *  meeting that bound faster.
    */
   DASH_METHOD_AUTO = 0,
   /** Newton–Denman–Beavers, coupled Y/Z iteration; p = 2 or 4. */
@@ -69,7 +71,9 @@ typedef enum dash_scaling {
 
 /** Where the computation runs. */
 typedef enum dash_backend {
-  /** CUDA when a device is present and the build has it, else CPU. */
+  /** CUDA when a device is present and the build has it, else CPU. A CUDA
+   *  plan computes on the device current (cudaSetDevice) when the plan is
+   *  created, on a stream of its own. */
   DASH_BACKEND_AUTO = 0,
   DASH_BACKEND_CPU = 1,
   DASH_BACKEND_CUDA = 2
@@ -77,7 +81,15 @@ typedef enum dash_backend {
 
 /**
  * The lowest precision allowed for matrix products (GPU). The CPU backend
- * always computes in fp32, which satisfies every request.
+ * always computes in fp32, which satisfies every request. On CUDA the
+ * iterations (NewtonDB, Coupled Newton, Chebyshev) honour it: TF32 keeps
+ * fp32 storage and lets the tensor cores round the operands to 10-bit
+ * mantissas; BF16 and FP16 store the iterates in 16 bits and multiply
+ * them with fp32 accumulation, so their residual ‖I − E‖_F cannot fall
+ * much below 2^-8·√B (bf16) or 2^-11·√B (fp16): use tol = 0 (a fixed
+ * step count, as DASH does) or expect ::DASH_BLOCK_NOT_CONVERGED. Power
+ * iteration always runs in bf16 on CUDA, as DASH's does, and EVD always in
+ * fp32 (fp64 for ill-conditioned blocks), whatever the precision.
  */
 typedef enum dash_precision {
   DASH_PRECISION_FP32 = 0,
@@ -155,7 +167,10 @@ typedef struct dash_roots_options {
    *  which ‖I − E‖_F < tol; Coupled Newton when max_ij |(M − I)_ij| < tol.
    *  A block that reaches the step limit without meeting it is not
    *  converged. 0 runs every step and never judges convergence (such
-   *  blocks report ::DASH_BLOCK_OK unless they diverge). Default 1e-3. */
+   *  blocks report ::DASH_BLOCK_OK unless they diverge). The CPU checks
+   *  every step; CUDA checks every second step, so that the host waits on
+   *  the device only there, and a block may run one step past the one
+   *  that met the tolerance. Default 1e-3. */
   double tol;
   /** Power-iteration steps, 1..1000. Default 10. */
   int power_steps;
@@ -275,6 +290,32 @@ DASH_API int dash_roots_plan_create(dash_roots_plan **out, size_t num_blocks,
 DASH_API int dash_roots_execute(dash_roots_plan *plan, float *out,
                                 const float *in, dash_block_info *info,
                                 dash_roots_report *report);
+
+/**
+ * Like dash_roots_execute(), for a stack that already lives in the memory
+ * of the plan's CUDA device: no copy through the host. The plan's device is
+ * the one current (cudaSetDevice) when the plan was created.
+ *
+ * The work is ordered after everything already queued on @p stream and
+ * runs on the plan's own stream; the call returns once the results are
+ * written and @p info is filled (deciding each block's fate needs the
+ * host), so @p out may be used on any stream afterwards.
+ *
+ * @param plan    a plan with backend ::DASH_BACKEND_CUDA.
+ * @param out     N·B·B floats in device memory; a block with non-finite
+ *                input keeps its contents. Must not overlap @p in.
+ * @param in      N·B·B floats in device memory.
+ * @param info    NULL, or N host entries for each block's diagnostics.
+ * @param report  NULL, or receives the execution's diagnostics.
+ * @param stream  a cudaStream_t of the plan's device, or NULL for the
+ *                legacy default stream.
+ * @return 0; ::DASH_E_INVALID for NULL or overlapping buffers or a plan of
+ *         another backend; ::DASH_E_CUDA when a CUDA call failed
+ *         (dash_last_error() names it).
+ */
+DASH_API int dash_roots_execute_device(dash_roots_plan *plan, float *out,
+                                       const float *in, dash_block_info *info,
+                                       dash_roots_report *report, void *stream);
 
 /** Frees a plan and its workspaces. NULL is allowed. */
 DASH_API void dash_roots_plan_destroy(dash_roots_plan *plan);

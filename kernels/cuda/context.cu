@@ -1,0 +1,174 @@
+/* The CUDA backend's context: device discovery, handles, the plan's
+ * stream, error mapping and the row-major batched GEMM every method uses. */
+#include <stdio.h>
+
+#include "cuda.h"
+
+int dash__cuda_device_count(void) {
+  int count = 0;
+  /* No driver, no device or a broken install all mean "no CUDA here"; the
+   * caller turns 0 into DASH_E_NO_DEVICE with its own message. */
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+int dash__cuda_status(cudaError_t e, const char *expr, const char *file,
+                      int line) {
+  if (e == cudaSuccess)
+    return 0;
+  /* A failed call leaves its error as the "last error"; clear it so the
+   * next launch check does not report it again. Sticky errors stay. */
+  (void)cudaGetLastError();
+  int status = e == cudaErrorMemoryAllocation ? DASH_E_NOMEM : DASH_E_CUDA;
+  return dash__fail(status, "%s failed at %s:%d: %s (%s)", expr, file, line,
+                    cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+int dash__cuda_status(cublasStatus_t e, const char *expr, const char *file,
+                      int line) {
+  if (e == CUBLAS_STATUS_SUCCESS)
+    return 0;
+  int status = e == CUBLAS_STATUS_ALLOC_FAILED ? DASH_E_NOMEM : DASH_E_CUDA;
+  return dash__fail(status, "%s failed at %s:%d: %s", expr, file, line,
+                    cublasGetStatusName(e));
+}
+
+int dash__cuda_status(cusolverStatus_t e, const char *expr, const char *file,
+                      int line) {
+  if (e == CUSOLVER_STATUS_SUCCESS)
+    return 0;
+  int status = e == CUSOLVER_STATUS_ALLOC_FAILED ? DASH_E_NOMEM : DASH_E_CUDA;
+  return dash__fail(status, "%s failed at %s:%d: cusolver status %d", expr,
+                    file, line, (int)e);
+}
+
+/* cuBLAS's recommended workspace on Hopper; handing it over at creation
+ * keeps cuBLAS from allocating on the first product. */
+static const size_t kBlasWorkspace = (size_t)32 << 20;
+
+int dash__cuda_ctx_init(struct dash__cuda_ctx *ctx) {
+  int rc = 0;
+  DASH_CUDA_TRY(cudaGetDevice(&ctx->device));
+  DASH_CUDA_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+  DASH_CUDA_TRY(cudaEventCreateWithFlags(&ctx->check, cudaEventDisableTiming));
+  DASH_CUDA_TRY(cudaEventCreateWithFlags(&ctx->caller, cudaEventDisableTiming));
+  DASH_CUDA_TRY(cublasCreate(&ctx->blas));
+  DASH_CUDA_TRY(cublasSetStream(ctx->blas, ctx->stream));
+  DASH_CUDA_TRY(cudaMalloc(&ctx->blas_workspace, kBlasWorkspace));
+  ctx->blas_workspace_bytes = kBlasWorkspace;
+  DASH_CUDA_TRY(
+      cublasSetWorkspace(ctx->blas, ctx->blas_workspace, kBlasWorkspace));
+  DASH_CUDA_TRY(cusolverDnCreate(&ctx->solver));
+  DASH_CUDA_TRY(cusolverDnSetStream(ctx->solver, ctx->stream));
+  DASH_CUDA_TRY(cusolverDnCreateParams(&ctx->solver_params));
+out:
+  return rc;
+}
+
+void dash__cuda_ctx_free(struct dash__cuda_ctx *ctx) {
+  /* Teardown cannot report anything useful; work still queued finishes
+   * before the stream goes. */
+  if (ctx->stream)
+    (void)cudaStreamSynchronize(ctx->stream);
+  if (ctx->solver_params)
+    cusolverDnDestroyParams(ctx->solver_params);
+  if (ctx->solver)
+    cusolverDnDestroy(ctx->solver);
+  if (ctx->blas)
+    cublasDestroy(ctx->blas);
+  cudaFree(ctx->blas_workspace);
+  if (ctx->check)
+    cudaEventDestroy(ctx->check);
+  if (ctx->caller)
+    cudaEventDestroy(ctx->caller);
+  if (ctx->stream)
+    cudaStreamDestroy(ctx->stream);
+  (void)cudaGetLastError();
+}
+
+cudaDataType dash__cuda_type(enum dash__cuda_storage s) {
+  switch (s) {
+    case DASH_CUDA_BF16:
+      return CUDA_R_16BF;
+    case DASH_CUDA_F16:
+      return CUDA_R_16F;
+    default:
+      return CUDA_R_32F;
+  }
+}
+
+static size_t type_size(cudaDataType t) {
+  switch (t) {
+    case CUDA_R_16BF:
+    case CUDA_R_16F:
+      return 2;
+    case CUDA_R_64F:
+      return 8;
+    default:
+      return 4;
+  }
+}
+
+/* cuBLAS takes the batch count as an int and some of its kernels put it
+ * on a grid dimension; chunks of this many stay clear of both limits. */
+static const size_t kMaxBatch = 65535;
+
+int dash__cu_gemm(struct dash__cuda_ctx *ctx, cudaDataType ab, cudaDataType c,
+                  cublasComputeType_t compute, int m, int n, int k, float alpha,
+                  const void *a, long long sa, const void *b, long long sb,
+                  float beta, void *cm, long long sc, size_t batch) {
+  int rc = 0;
+  const size_t ab_size = type_size(ab), c_size = type_size(c);
+  for (size_t done = 0; done < batch; done += kMaxBatch) {
+    size_t count = batch - done < kMaxBatch ? batch - done : kMaxBatch;
+    const char *pa = (const char *)a + done * (size_t)sa * ab_size;
+    const char *pb = (const char *)b + done * (size_t)sb * ab_size;
+    char *pc = (char *)cm + done * (size_t)sc * c_size;
+    /* Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ on the same memory:
+     * cuBLAS's first operand is B (n×k column-major, ld n) and its
+     * second is A (k×m column-major, ld k). */
+    DASH_CUDA_TRY(cublasGemmStridedBatchedEx(
+        ctx->blas, CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, &alpha, pb, ab, n, sb, pa,
+        ab, k, sa, &beta, pc, c, n, sc, (int)count, compute,
+        CUBLAS_GEMM_DEFAULT));
+  }
+out:
+  return rc;
+}
+
+int dash__cu_sgemm_nt(struct dash__cuda_ctx *ctx, int b, const float *w,
+                      float *x, size_t batch) {
+  int rc = 0;
+  const float one = 1.0f, zero = 0.0f;
+  const long long nn = (long long)b * b;
+  for (size_t done = 0; done < batch; done += kMaxBatch) {
+    size_t count = batch - done < kMaxBatch ? batch - done : kMaxBatch;
+    DASH_CUDA_TRY(cublasGemmStridedBatchedEx(
+        ctx->blas, CUBLAS_OP_N, CUBLAS_OP_T, b, b, b, &one, w + done * nn,
+        CUDA_R_32F, b, nn, w + done * nn, CUDA_R_32F, b, nn, &zero,
+        x + done * nn, CUDA_R_32F, b, nn, (int)count, CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT));
+  }
+out:
+  return rc;
+}
+
+int dash__cu_dgemm_nt(struct dash__cuda_ctx *ctx, int b, const double *w,
+                      double *x, size_t batch) {
+  int rc = 0;
+  const double one = 1.0, zero = 0.0;
+  const long long nn = (long long)b * b;
+  for (size_t done = 0; done < batch; done += kMaxBatch) {
+    size_t count = batch - done < kMaxBatch ? batch - done : kMaxBatch;
+    DASH_CUDA_TRY(cublasGemmStridedBatchedEx(
+        ctx->blas, CUBLAS_OP_N, CUBLAS_OP_T, b, b, b, &one, w + done * nn,
+        CUDA_R_64F, b, nn, w + done * nn, CUDA_R_64F, b, nn, &zero,
+        x + done * nn, CUDA_R_64F, b, nn, (int)count, CUBLAS_COMPUTE_64F,
+        CUBLAS_GEMM_DEFAULT));
+  }
+out:
+  return rc;
+}
