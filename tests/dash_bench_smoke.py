@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Smoke test of the benchmark tools: dash-bench runs every method on a
 tiny stack, prints well-formed JSON, dumps stacks with the spectra it
-promises, and bench/peer_numpy.py and bench/format_results.py read them.
+promises, and bench/peer_numpy.py and bench/format_results.py read them;
+dash-bench --backend cuda says when there is no device (exit 2, or 0 with
+--skip-unavailable) and, where there is one, measures on it.
 Timings are not checked: benchmarks are tools, not timed tests.
 
 Usage: dash_bench_smoke.py DASH_BENCH BENCH_DIR
@@ -104,6 +106,89 @@ class BenchSmoke(unittest.TestCase):
         self.assertEqual(fmt.returncode, 0, fmt.stderr)
         self.assertIn("(ref)", fmt.stdout)
         self.assertIn("| 4x32 | 1e6 | auto→evd |", fmt.stdout)
+
+
+class BenchCuda(unittest.TestCase):
+    ARGS = ["--backend", "cuda", "--shape", "4x32", "--kappa", "1e2",
+            "--methods", "evd,ndb/pi", "--repeat", "2", "--json"]
+
+    def bench(self, *extra, hide_devices=False):
+        env = dict(os.environ)
+        if hide_devices:
+            # An empty list hides every device from the CUDA runtime, so
+            # this holds on a GPU machine and in a build without CUDA.
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        return subprocess.run([BENCH] + self.ARGS + list(extra), env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    def test_bench_cuda_without_a_device_exits_2_and_says_so(self):
+        p = self.bench(hide_devices=True)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("dash-bench: skipped: no CUDA device", p.stderr)
+        self.assertEqual(p.stdout, "")
+
+    def test_bench_cuda_without_a_device_exits_0_with_skip_unavailable(self):
+        p = self.bench("--skip-unavailable", hide_devices=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("dash-bench: skipped: no CUDA device", p.stderr)
+        self.assertEqual(p.stdout, "")
+
+    def test_bench_cuda_on_a_device_times_both_paths_against_cublas(self):
+        p = self.bench("--skip-unavailable")
+        if "no CUDA device" in p.stderr:
+            self.skipTest("no CUDA device")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        records = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+        roots = [r for r in records if r["record"] == "root"]
+        if not roots:
+            self.skipTest("the CUDA backend runs none of these methods yet: "
+                          + p.stderr)
+        roofs = [r for r in records if r["record"] == "roofline"]
+        self.assertEqual(len(roofs), 1, records)
+        self.assertEqual(roofs[0]["backend"], "cuda")
+        self.assertEqual(roofs[0]["method"], "cublasGemmStridedBatchedEx")
+        self.assertEqual(roofs[0]["precision"], "fp32")
+        self.assertGreater(roofs[0]["gflops"], 0)
+        for r in roots:
+            self.assertEqual(r["backend"], "cuda")
+            self.assertEqual(r["device_name"], roofs[0]["device_name"])
+            self.assertTrue(r["device_name"])
+            for key in ("ms_min", "ms_median", "ms_host_min",
+                        "ms_host_median"):
+                self.assertGreater(r[key], 0, (key, r))
+            self.assertEqual(sum(r["blocks_by_status"].values()), 4)
+            # κ = 1e2 in fp32: both methods come within 1e-3 (AUTO's
+            # promise) by orders of magnitude on the CPU.
+            self.assertLess(r["rel_err"], 1e-3, r)
+            if r["resolved_method"] == "ndb":
+                self.assertEqual(r["roofline_gflops"], roofs[0]["gflops"])
+                self.assertIsNotNone(r["roofline_pct"])
+
+    def test_formatter_reads_cuda_records(self):
+        # The records dash-bench --backend cuda --json prints, with made-up
+        # numbers: the formatter must take them beside the CPU's.
+        root = {"record": "root", "method": "ndb", "resolved_method": "ndb",
+                "scaling": "pi", "backend": "cuda", "precision": "fp32",
+                "device_name": "Some GPU", "N": 4, "B": 32, "root": 4,
+                "kappa": 100.0, "eps": 1e-10, "steps": 10, "tol": 0.001,
+                "threads": 0, "repeat": 2, "ms_min": 0.5, "ms_median": 0.6,
+                "ms_host_min": 0.9, "ms_host_median": 1.0, "flops": 3e6,
+                "gflops": 6.0, "roofline_gflops": 60.0, "roofline_pct": 10.0,
+                "rel_err": 1e-6, "max_rel_err_block": 2e-6,
+                "max_iterations": 17,
+                "blocks_by_status": {"OK": 4, "NONFINITE_INPUT": 0,
+                                     "NOT_CONVERGED": 0, "FALLBACK_EVD": 0}}
+        roof = {"record": "roofline", "method": "cublasGemmStridedBatchedEx",
+                "backend": "cuda", "device_name": "Some GPU",
+                "precision": "fp32", "N": 4, "B": 32, "gflops": 60.0}
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as f:
+            f.write(json.dumps(root) + "\n" + json.dumps(roof) + "\n")
+            f.flush()
+            fmt = subprocess.run(
+                [PY, os.path.join(BENCH_DIR, "format_results.py"), f.name],
+                capture_output=True, text=True, timeout=60)
+        self.assertEqual(fmt.returncode, 0, fmt.stderr)
+        self.assertIn("| 4x32 | 1e2 | ndb", fmt.stdout)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@
  * gflops = nominal flops / ms_min. The roofline is this machine's best
  * measured sgemm rate on B×B, with one thread per block across the N
  * blocks or one OpenBLAS-threaded sgemm after another, whichever is faster.
+ *
+ * With the CUDA backend the stack is copied to the device once, ms_min and
+ * ms_median time dash_roots_execute_device on it, and ms_host_* time
+ * dash_roots_execute from host memory (the PCIe copies included); the
+ * accuracy is the device run's. The roofline is cuBLAS's
+ * GemmStridedBatchedEx over the same N B×B products in the run's
+ * precision (bench_cuda.c).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -30,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_cuda.h"
 #include "bench_ipc.h"
 #include "dash/roots.h"
 #include "spectra.h"
@@ -74,6 +82,9 @@ struct bench {
   int index_entries;
   int done, total, skipped;
   double roofline; /* GFLOP/s of the shape being run, 0 when unknown */
+  /* The CUDA backend runs: the stack also lives on this device. */
+  int cuda;
+  char device[256], device_desc[320];
 };
 
 /* Per-shape buffers, allocated once and shared by every configuration. */
@@ -83,6 +94,7 @@ struct stack {
   double *oracle;
   dash_block_info *info;
   double *times;
+  void *d_in, *d_out; /* device memory when bn->cuda, else NULL */
 };
 
 static double now_ms(void) {
@@ -110,6 +122,27 @@ static void json_num(FILE *f, const char *key, double v) {
     fprintf(f, "\"%s\": %.6g", key, v);
   else
     fprintf(f, "\"%s\": null", key);
+}
+
+static void json_str(FILE *f, const char *key, const char *s) {
+  fprintf(f, "\"%s\": \"", key);
+  for (; *s != '\0'; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      fprintf(f, "\\%c", c);
+    else if (c < 0x20)
+      fprintf(f, "\\u%04x", c);
+    else
+      fputc(c, f);
+  }
+  fputc('"', f);
+}
+
+/* The least and the median of `n` times, sorting them. */
+static void summarize(double *times, int n, double *min, double *median) {
+  qsort(times, (size_t)n, sizeof(double), cmp_double);
+  *min = times[0];
+  *median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
 }
 
 /* ---- command line ---------------------------------------------------- */
@@ -158,6 +191,16 @@ static void usage(FILE *f) {
           "per degree; evd 10B^3 (9B^3 syevd, B^3 rebuild); an EVD\n"
           "fallback adds 10B^3. roofline%% is gflops over the best sgemm\n"
           "rate measured on BxB here.\n"
+          "\n"
+          "With the CUDA backend (--backend cuda, or auto with a device)\n"
+          "each stack is copied to the device once: ms_min and ms_median\n"
+          "time dash_roots_execute_device on it, host_ms (ms_host_min and\n"
+          "ms_host_median in JSON) times dash_roots_execute from host\n"
+          "memory, PCIe copies included, and rel_err is the device run's.\n"
+          "roofline%% is then over cuBLAS GemmStridedBatchedEx on the same\n"
+          "N BxB products in the run's precision, timed with CUDA events.\n"
+          "The device is the current one (CUDA_VISIBLE_DEVICES picks it),\n"
+          "named above the table and as device_name in JSON.\n"
           "\n"
           "Exit status: 0 success, 1 failure, 2 backend or method\n"
           "unavailable, 64 bad command line.\n",
@@ -770,6 +813,8 @@ struct row {
   size_t n, b;
   double kappa, ms_min, ms_median, flops, gflops;
   double rel_err, max_block;
+  /* CUDA: dash_roots_execute from host memory; NaN when not measured. */
+  double ms_host_min, ms_host_median;
 };
 
 static const char *scaling_label(const struct row *r) {
@@ -781,10 +826,15 @@ static int gemm_bound(dash_method m) {
          m == DASH_METHOD_CHEBYSHEV;
 }
 
-static void print_header(void) {
-  printf("%-9s %-8s %-9s %-5s %10s %10s %8s %9s %9s %9s %5s %s\n", "method",
-         "scaling", "shape", "kappa", "ms_min", "ms_median", "GFLOP/s",
-         "roofline%", "rel_err", "max_blk", "iters", "ok/nc/fb/nf");
+/* The CUDA backend's table has one more column, host_ms, after
+ * ms_median. */
+static void print_header(const struct bench *bn) {
+  if (bn->cuda)
+    printf("# device: %s\n", bn->device_desc);
+  printf("%-9s %-8s %-9s %-5s %10s %10s %s%8s %9s %9s %9s %5s %s\n", "method",
+         "scaling", "shape", "kappa", "ms_min", "ms_median",
+         bn->cuda ? "   host_ms " : "", "GFLOP/s", "roofline%", "rel_err",
+         "max_blk", "iters", "ok/nc/fb/nf");
 }
 
 static void print_row(const struct bench *bn, const struct row *r) {
@@ -805,10 +855,15 @@ static void print_row(const struct bench *bn, const struct row *r) {
   else
     snprintf(roof, sizeof(roof), "-");
   if (!bn->json) {
+    char host[32] = "";
+    if (bn->cuda && isfinite(r->ms_host_median))
+      snprintf(host, sizeof(host), "%10.3f ", r->ms_host_median);
+    else if (bn->cuda)
+      snprintf(host, sizeof(host), "%10s ", "-");
     printf(
-        "%-9s %-8s %-9s %-5s %10.3f %10.3f %8.2f %9s %9.2e %9.2e %5d "
+        "%-9s %-8s %-9s %-5s %10.3f %10.3f %s%8.2f %9s %9.2e %9.2e %5d "
         "%llu/%llu/%llu/%llu\n",
-        method, scaling_label(r), shape, kappa, r->ms_min, r->ms_median,
+        method, scaling_label(r), shape, kappa, r->ms_min, r->ms_median, host,
         r->gflops, roof, r->rel_err, r->max_block, r->report.max_iterations,
         (unsigned long long)by[DASH_BLOCK_OK],
         (unsigned long long)by[DASH_BLOCK_NOT_CONVERGED],
@@ -820,10 +875,15 @@ static void print_row(const struct bench *bn, const struct row *r) {
   printf(
       "{\"record\": \"root\", \"method\": \"%s\", \"resolved_method\": "
       "\"%s\", \"scaling\": \"%s\", \"backend\": \"%s\", "
-      "\"precision\": \"%s\", \"N\": %zu, \"B\": %zu, \"root\": %d, ",
+      "\"precision\": \"%s\", ",
       dash_method_name(r->cfg->method), dash_method_name(r->report.method),
       scaling_label(r), dash_backend_name(r->report.backend),
-      dash_precision_name(r->ran.precision), r->n, r->b, r->ran.root);
+      dash_precision_name(r->ran.precision));
+  if (bn->cuda) {
+    json_str(stdout, "device_name", bn->device);
+    printf(", ");
+  }
+  printf("\"N\": %zu, \"B\": %zu, \"root\": %d, ", r->n, r->b, r->ran.root);
   json_num(stdout, "kappa", r->kappa);
   printf(", ");
   json_num(stdout, "eps", r->ran.eps);
@@ -834,6 +894,12 @@ static void print_row(const struct bench *bn, const struct row *r) {
   printf(", ");
   json_num(stdout, "ms_median", r->ms_median);
   printf(", ");
+  if (bn->cuda) {
+    json_num(stdout, "ms_host_min", r->ms_host_min);
+    printf(", ");
+    json_num(stdout, "ms_host_median", r->ms_host_median);
+    printf(", ");
+  }
   json_num(stdout, "flops", r->flops);
   printf(", ");
   json_num(stdout, "gflops", r->gflops);
@@ -859,6 +925,66 @@ static int unavailable(int rc) {
   return rc == DASH_E_UNSUPPORTED || rc == DASH_E_NO_DEVICE;
 }
 
+/* Times dash_roots_execute on the host stack: bn->warmup runs, then
+ * bn->repeat timed ones into st->times. 0 or the failed call's status. */
+static int time_host(struct bench *bn, struct stack *st, dash_roots_plan *plan,
+                     dash_block_info *info, dash_roots_report *report) {
+  int rc;
+  for (int w = 0; w < bn->warmup; w++)
+    if ((rc = dash_roots_execute(plan, st->out, st->in, info, report)) < 0)
+      return rc;
+  for (int k = 0; k < bn->repeat; k++) {
+    double t0 = now_ms();
+    rc = dash_roots_execute(plan, st->out, st->in, info, report);
+    st->times[k] = now_ms() - t0;
+    if (rc < 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* Times a CUDA plan both ways into *r: first the host round trip
+ * (dash_roots_execute on host memory, whose results are not kept), then
+ * dash_roots_execute_device on the stack already on the device, whose
+ * result is copied back once for the accuracy and whose diagnostics are
+ * kept. A failure of our own CUDA calls sets *why. */
+static int time_device(struct bench *bn, struct stack *st,
+                       dash_roots_plan *plan, struct row *r, const char **why) {
+  int rc;
+  if ((rc = time_host(bn, st, plan, NULL, NULL)) < 0)
+    return rc;
+  summarize(st->times, bn->repeat, &r->ms_host_min, &r->ms_host_median);
+  for (int w = 0; w < bn->warmup; w++)
+    if ((rc = dash_roots_execute_device(plan, st->d_out, st->d_in, st->info,
+                                        &r->report, NULL)) < 0)
+      return rc;
+  for (int k = 0; k < bn->repeat; k++) {
+    /* The call returns once its results are written; synchronizing around
+     * it keeps anything else out of the time and any straggler in it. */
+    if ((rc = dash__bench_cuda_sync()) < 0) {
+      *why = dash__bench_cuda_error();
+      return rc;
+    }
+    double t0 = now_ms();
+    rc = dash_roots_execute_device(plan, st->d_out, st->d_in, st->info,
+                                   &r->report, NULL);
+    if (rc < 0)
+      return rc;
+    if ((rc = dash__bench_cuda_sync()) < 0) {
+      *why = dash__bench_cuda_error();
+      return rc;
+    }
+    st->times[k] = now_ms() - t0;
+  }
+  summarize(st->times, bn->repeat, &r->ms_min, &r->ms_median);
+  if ((rc = dash__bench_cuda_download(st->out, st->d_out,
+                                      st->elems * sizeof(*st->out))) < 0) {
+    *why = dash__bench_cuda_error();
+    return rc;
+  }
+  return 0;
+}
+
 /* Plans, warms up, times and checks one configuration on the current
  * stack into *r, and sets *measured. Returns 0, or a negative status when
  * the run must stop. */
@@ -869,6 +995,7 @@ static int run_config(struct bench *bn, struct stack *st,
   dash_roots_options o = bn->opts;
   struct row r;
   char label[32];
+  const char *why = NULL;
   int rc;
 
   *measured = 0;
@@ -898,33 +1025,31 @@ static int run_config(struct bench *bn, struct stack *st,
     goto out;
   }
   r.ran = *dash_roots_plan_options(plan);
-  for (int w = 0; w < bn->warmup; w++)
-    if ((rc = dash_roots_execute(plan, st->out, st->in, st->info, &r.report)) <
-        0)
+  r.ms_host_min = r.ms_host_median = NAN;
+  if (r.ran.backend == DASH_BACKEND_CUDA && st->d_in != NULL) {
+    if ((rc = time_device(bn, st, plan, &r, &why)) < 0)
       goto out;
-  for (int k = 0; k < bn->repeat; k++) {
-    double t0 = now_ms();
-    rc = dash_roots_execute(plan, st->out, st->in, st->info, &r.report);
-    st->times[k] = now_ms() - t0;
-    if (rc < 0)
+  } else {
+    if ((rc = time_host(bn, st, plan, st->info, &r.report)) < 0)
       goto out;
+    summarize(st->times, bn->repeat, &r.ms_min, &r.ms_median);
   }
-  qsort(st->times, (size_t)bn->repeat, sizeof(double), cmp_double);
-  r.ms_min = st->times[0];
-  r.ms_median =
-      bn->repeat % 2
-          ? st->times[bn->repeat / 2]
-          : 0.5 * (st->times[bn->repeat / 2 - 1] + st->times[bn->repeat / 2]);
   r.flops = nominal_flops(r.report.method, &r.ran, st->info, st->n, st->b);
   r.gflops = r.flops / (r.ms_min * 1e6);
   rel_errors(st, &r.rel_err, &r.max_block);
-  fprintf(stderr, " %.3f ms, rel_err %.2e\n", r.ms_median, r.rel_err);
+  if (isfinite(r.ms_host_median))
+    fprintf(stderr, " %.3f ms (host round trip %.3f ms), rel_err %.2e\n",
+            r.ms_median, r.ms_host_median, r.rel_err);
+  else
+    fprintf(stderr, " %.3f ms, rel_err %.2e\n", r.ms_median, r.rel_err);
   *rp = r;
   *measured = 1;
   rc = 0;
 out:
   /* A plan that cannot be made has said why above. */
-  if (rc < 0 && plan != NULL)
+  if (rc < 0 && why != NULL)
+    fprintf(stderr, " failed: %s\n", why);
+  else if (rc < 0 && plan != NULL)
     fprintf(stderr, " failed: %s: %s\n", dash_status_name(rc),
             dash_last_error());
   dash_roots_plan_destroy(plan);
@@ -937,6 +1062,9 @@ static void stack_free(struct stack *st) {
   free(st->oracle);
   free(st->info);
   free(st->times);
+  dash__bench_cuda_free(st->d_in);
+  dash__bench_cuda_free(st->d_out);
+  st->d_in = st->d_out = NULL;
 }
 
 /* Measures the sgemm roofline of the stack's shape; called before and
@@ -978,13 +1106,54 @@ static void print_roofline(const struct bench *bn, const struct stack *st,
         st->b, st->b, threads, per_block, threaded, bn->roofline);
 }
 
+/* The CUDA counterpart of roofline_update(): cuBLAS on the stack's shape
+ * in the run's precision, before and after the shape's runs, the best of
+ * both counting. 0, or a status after a message. */
+static int cuda_roofline_update(struct bench *bn, const struct stack *st) {
+  double g;
+  int rc;
+  fprintf(stderr, "cuBLAS %s roofline %zux%zu on %s ...",
+          dash_precision_name(bn->opts.precision), st->n, st->b, bn->device);
+  fflush(stderr);
+  rc = dash__bench_cuda_roofline(st->n, st->b, bn->opts.precision,
+                                 bn->repeat > 5 ? bn->repeat : 5,
+                                 ROOFLINE_MIN_MS, &g);
+  if (rc < 0) {
+    fprintf(stderr, " failed: %s\n", dash__bench_cuda_error());
+    return rc;
+  }
+  bn->roofline = fmax(bn->roofline, g);
+  fprintf(stderr, " %.1f GFLOP/s (best so far %.1f)\n", g, bn->roofline);
+  return 0;
+}
+
+static void print_cuda_roofline(const struct bench *bn,
+                                const struct stack *st) {
+  const char *precision = dash_precision_name(bn->opts.precision);
+  if (bn->json) {
+    printf(
+        "{\"record\": \"roofline\", \"method\": "
+        "\"cublasGemmStridedBatchedEx\", \"backend\": \"cuda\", ");
+    json_str(stdout, "device_name", bn->device);
+    printf(", \"precision\": \"%s\", \"N\": %zu, \"B\": %zu, ", precision,
+           st->n, st->b);
+    json_num(stdout, "gflops", bn->roofline > 0 ? bn->roofline : NAN);
+    printf("}\n");
+  } else {
+    printf(
+        "# cuBLAS GemmStridedBatchedEx %s, %zu products of %zux%zu on %s: "
+        "roofline %.1f GFLOP/s\n",
+        precision, st->n, st->b, st->b, bn->device, bn->roofline);
+  }
+}
+
 static int run_shape(struct bench *bn, const struct shape *sh) {
   struct stack st;
   struct row *rows = NULL;
   int nrows = 0, rc = DASH_E_NOMEM;
   double per_block = 0.0, threaded = 0.0;
   /* The CPU's roofline means nothing to another backend. */
-  int cpu = bn->opts.backend != DASH_BACKEND_CUDA;
+  int cpu = !bn->cuda;
 
   memset(&st, 0, sizeof(st));
   st.n = sh->n;
@@ -1005,6 +1174,18 @@ static int run_shape(struct bench *bn, const struct shape *sh) {
   bn->roofline = 0.0;
   if (cpu)
     roofline_update(bn, &st, &per_block, &threaded);
+  /* The roofline's operands are gone before the stack is on the device. */
+  if (bn->cuda) {
+    size_t bytes = st.elems * sizeof(*st.in);
+    if ((rc = cuda_roofline_update(bn, &st)) < 0)
+      goto out;
+    if ((rc = dash__bench_cuda_alloc(&st.d_in, bytes)) < 0 ||
+        (rc = dash__bench_cuda_alloc(&st.d_out, bytes)) < 0) {
+      fprintf(stderr, "dash-bench: a %zux%zu stack on the device: %s\n", st.n,
+              st.b, dash__bench_cuda_error());
+      goto out;
+    }
+  }
   for (int k = 0; k < bn->nkappas; k++) {
     spectra_params sp = SPECTRA_PARAMS_INIT;
     char label[32];
@@ -1026,6 +1207,13 @@ static int run_shape(struct bench *bn, const struct shape *sh) {
       rc = DASH_E_IO;
       goto out;
     }
+    /* Once per stack: every device-resident run reads this copy. */
+    if (bn->cuda && (rc = dash__bench_cuda_upload(
+                         st.d_in, st.in, st.elems * sizeof(*st.in))) < 0) {
+      fprintf(stderr, "dash-bench: the %zux%zu stack to the device: %s\n", st.n,
+              st.b, dash__bench_cuda_error());
+      goto out;
+    }
     for (int c = 0; c < bn->nconfigs; c++) {
       int measured;
       rc = run_config(bn, &st, &bn->configs[c], sp.kappa, &rows[nrows],
@@ -1037,11 +1225,20 @@ static int run_shape(struct bench *bn, const struct shape *sh) {
   }
   if (cpu)
     roofline_update(bn, &st, &per_block, &threaded);
+  if (bn->cuda) {
+    dash__bench_cuda_free(st.d_in);
+    dash__bench_cuda_free(st.d_out);
+    st.d_in = st.d_out = NULL;
+    if ((rc = cuda_roofline_update(bn, &st)) < 0)
+      goto out;
+  }
   rc = 0;
 out:
   /* Whatever was measured is printed, even when a later run failed. */
   if (cpu && nrows > 0)
     print_roofline(bn, &st, per_block, threaded);
+  if (bn->cuda && nrows > 0)
+    print_cuda_roofline(bn, &st);
   for (int i = 0; i < nrows; i++)
     print_row(bn, &rows[i]);
   fflush(stdout);
@@ -1076,11 +1273,25 @@ int main(int argc, char **argv) {
     status = bn->skip_unavailable ? EXIT_SUCCESS : EXIT_UNAVAILABLE;
     goto out;
   }
+  /* AUTO picks CUDA exactly when a device is present (roots.h). */
+  bn->cuda =
+      bn->opts.backend == DASH_BACKEND_CUDA ||
+      (bn->opts.backend == DASH_BACKEND_AUTO && dash_roots_cuda_available());
+  if (bn->cuda && (rc = dash__bench_cuda_device(bn->device, sizeof(bn->device),
+                                                bn->device_desc,
+                                                sizeof(bn->device_desc))) < 0) {
+    fprintf(stderr, "dash-bench: %s%s\n", unavailable(rc) ? "skipped: " : "",
+            dash__bench_cuda_error());
+    status = !unavailable(rc)       ? EXIT_FAILURE
+             : bn->skip_unavailable ? EXIT_SUCCESS
+                                    : EXIT_UNAVAILABLE;
+    goto out;
+  }
   bn->total = bn->nshapes * bn->nkappas * bn->nconfigs;
   if (bn->dump_dir != NULL && dump_open(bn) < 0)
     goto out;
   if (!bn->json)
-    print_header();
+    print_header(bn);
   for (int s = 0; s < bn->nshapes; s++)
     if ((rc = run_shape(bn, &bn->shapes[s])) < 0)
       break;
