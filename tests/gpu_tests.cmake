@@ -6,3 +6,21 @@ target_compile_options(test_cuda_seam PRIVATE ${DASH_C_WARNINGS})
 add_test(NAME test_cuda_seam COMMAND test_cuda_seam)
 set_tests_properties(test_cuda_seam PROPERTIES LABELS gpu
                      SKIP_RETURN_CODE 77 TIMEOUT 120)
+
+# The CUDA backend against float64 references and the CPU backend. Its
+# "device" tests call the CUDA runtime themselves (cudaMalloc, streams);
+# without CUDA in the build they are compiled out. DASH_TEST_BACKEND=cpu
+# runs the rest on the CPU backend, to check the tests themselves on a
+# machine without a GPU; that mode is not a ctest (test_roots covers the
+# CPU). On an H100 the whole file takes seconds; the TIMEOUT also covers
+# the CPU comparisons and the float64 references of B = 256 stacks.
+add_executable(test_roots_cuda test_roots_cuda.c roots_ref.c)
+target_include_directories(test_roots_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(test_roots_cuda PRIVATE dash_roots PkgConfig::CHECK)
+if(DASH_HAVE_CUDA)
+  target_link_libraries(test_roots_cuda PRIVATE CUDA::cudart)
+endif()
+target_compile_options(test_roots_cuda PRIVATE ${DASH_C_WARNINGS})
+add_test(NAME test_roots_cuda COMMAND test_roots_cuda)
+set_tests_properties(test_roots_cuda PROPERTIES LABELS gpu
+                     SKIP_RETURN_CODE 77 TIMEOUT 300)
