@@ -135,6 +135,8 @@ struct dashd_server {
   uint64_t watchdog_usec;  /* 0: no watchdog asked for */
   uv_timer_t notify_timer;
   char last_status[128];
+  /* What the backend computes on: "cpu", or the GPU's name and UUID. */
+  char device[160];
 };
 
 /* server.c */

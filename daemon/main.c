@@ -155,6 +155,10 @@ int main(int argc, char **argv) {
   }
   if (srv.cfg.backend == DASH_BACKEND_AUTO)
     srv.cfg.backend = DASH_BACKEND_CPU;
+  snprintf(srv.device, sizeof(srv.device), "cpu");
+  if (srv.cfg.backend == DASH_BACKEND_CUDA &&
+      dash_roots_cuda_describe(srv.device, sizeof(srv.device)) < 0)
+    snprintf(srv.device, sizeof(srv.device), "cuda");
 
   uv_loop_t *loop = uv_default_loop();
   if (dashd__server_start(&srv, loop) < 0)

@@ -155,7 +155,7 @@ static void handle_hello(struct dashd_session *s, const Dashpb__Envelope *req) {
   hr.backend = (char *)dash_backend_name(
       s->srv->cfg.backend == DASH_BACKEND_AUTO ? DASH_BACKEND_CPU
                                                : s->srv->cfg.backend);
-  hr.device = (char *)"cpu";
+  hr.device = s->srv->device[0] ? s->srv->device : (char *)"cpu";
   hr.max_frame = s->srv->cfg.max_frame;
   env.request_id = req->request_id;
   env.body_case = DASHPB__ENVELOPE__BODY_HELLO_REPLY;
@@ -277,7 +277,7 @@ static void handle_status(struct dashd_session *s,
   sr.backend = (char *)dash_backend_name(srv->cfg.backend == DASH_BACKEND_AUTO
                                              ? DASH_BACKEND_CPU
                                              : srv->cfg.backend);
-  sr.device = (char *)"cpu";
+  sr.device = srv->device[0] ? srv->device : (char *)"cpu";
   sr.uptime_s = (uv_now(srv->loop) - srv->start_ms) / 1e3;
   sr.clients = srv->n_sessions;
   sr.n_stacks = n;

@@ -50,6 +50,8 @@ size_t dash__slots_compact(const unsigned char *leave, size_t a,
 /* The CUDA backend (kernels/cuda/): the number of usable devices, 0 when
  * the build has no CUDA or no device answers. */
 int dash__cuda_device_count(void);
+/* "NAME (GPU-UUID)" of the current device; 0 or DASH_E_NO_DEVICE. */
+int dash__cuda_describe(char *buf, size_t len);
 /* Makes the plan's device state (context, workspaces) on the current
  * device and resolves AUTO fields for it. */
 int dash__cuda_plan_init(struct dash_roots_plan *plan);

@@ -115,6 +115,14 @@ int dash_roots_cuda_available(void) {
   return dash__cuda_device_count() > 0;
 }
 
+int dash_roots_cuda_describe(char *buf, size_t len) {
+  dash__clear_error();
+  if (buf == NULL || len == 0)
+    return dash__fail(DASH_E_INVALID, "buf is NULL or empty");
+  buf[0] = '\0';
+  return dash__cuda_describe(buf, len);
+}
+
 static int check_range_int(const char *field, int v, int lo, int hi) {
   if (v < lo || v > hi)
     return dash__fail(DASH_E_INVALID, "%s %d is out of range [%d, %d]", field,

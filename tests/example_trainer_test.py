@@ -1,18 +1,43 @@
 #!/usr/bin/python3
 """Runs examples/trainer.c against a real dashd and checks that it learns.
 
-Usage: example_trainer_test.py DASHD DASHCTL TRAINER
+Usage: example_trainer_test.py DASHD DASHCTL TRAINER [DASHD-ARG...]
+
+Extra arguments go to dashd: with "--backend cuda" the daemon computes on
+the GPU from the trainer's shared memory, and without a device the test
+prints "skipped: no CUDA device" and exits 77.
 """
 import os
 import re
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_harness import running_dashd  # noqa: E402
 
 dashd, dashctl, trainer = sys.argv[1:4]
-with running_dashd(dashd, dashctl, "--threads", "1") as d:
+extra = sys.argv[4:]
+if "cuda" in extra:
+    # dashd refuses --backend cuda at once, exit 2, without a device.
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = subprocess.Popen(
+            [dashd, "--backend", "cuda", "--socket", tmp + "/sock"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            out, _ = probe.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            probe.terminate()
+            out, _ = probe.communicate()
+    if probe.returncode == 2 and "no CUDA device" in out:
+        print("skipped: no CUDA device")
+        sys.exit(77)
+with running_dashd(dashd, dashctl, "--threads", "1", *extra) as d:
+    if extra:
+        st = subprocess.run([dashctl, "--socket", d.sock, "status"],
+                            capture_output=True, text=True)
+        print(st.stdout, end="")
+        assert "backend cuda" in st.stdout, "dashd is not on CUDA"
     r = subprocess.run([trainer, "--socket", d.sock, "--steps", "300"],
                        capture_output=True, text=True, timeout=90)
 print(r.stdout, end="")

@@ -12,3 +12,12 @@ add_test(NAME example_trainer
                  $<TARGET_FILE:dash-example-trainer>)
 set_tests_properties(example_trainer PROPERTIES TIMEOUT 120
                      LABELS "integration;example")
+
+# The same trainer with dashd computing on the GPU (label gpu): skips with
+# "skipped: no CUDA device" where there is none.
+add_test(NAME example_trainer_cuda
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/example_trainer_test.py
+                 $<TARGET_FILE:dashd> $<TARGET_FILE:dashctl>
+                 $<TARGET_FILE:dash-example-trainer> --backend cuda)
+set_tests_properties(example_trainer_cuda PROPERTIES TIMEOUT 120
+                     LABELS "gpu;integration;example" SKIP_RETURN_CODE 77)

@@ -3,6 +3,7 @@
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "dash/roots.h"
 
@@ -22,6 +23,22 @@ START_TEST(test_cuda_plan_is_made_on_a_device) {
 }
 END_TEST
 
+START_TEST(test_cuda_describe_names_the_gpu_by_uuid) {
+  char text[160];
+  ck_assert_int_eq(dash_roots_cuda_describe(text, sizeof(text)), 0);
+  /* "NAME (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", as nvidia-smi. */
+  const char *uuid = strstr(text, " (GPU-");
+  ck_assert_msg(uuid != NULL && uuid > text, "'%s'", text);
+  ck_assert_uint_eq(strlen(uuid), strlen(" (GPU-") + 36 + 1);
+  ck_assert_int_eq(uuid[strlen(uuid) - 1], ')');
+  /* Truncation keeps the string terminated. */
+  char small[8];
+  ck_assert_int_eq(dash_roots_cuda_describe(small, sizeof(small)), 0);
+  ck_assert_uint_eq(strlen(small), sizeof(small) - 1);
+  ck_assert_int_eq(dash_roots_cuda_describe(NULL, 4), DASH_E_INVALID);
+}
+END_TEST
+
 int main(void) {
   if (!dash_roots_cuda_available()) {
     printf("skipped: no CUDA device\n");
@@ -30,6 +47,7 @@ int main(void) {
   Suite *s = suite_create("cuda_seam");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, test_cuda_plan_is_made_on_a_device);
+  tcase_add_test(tc, test_cuda_describe_names_the_gpu_by_uuid);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   /* dash_roots_cuda_available() initialized CUDA in this process, and a

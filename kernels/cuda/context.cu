@@ -15,6 +15,26 @@ int dash__cuda_device_count(void) {
   return count;
 }
 
+int dash__cuda_describe(char *buf, size_t len) {
+  int device = 0;
+  cudaDeviceProp prop;
+  if (dash__cuda_device_count() <= 0)
+    return dash__fail(DASH_E_NO_DEVICE, "no CUDA device is present");
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return dash__fail(DASH_E_NO_DEVICE, "CUDA device %d does not answer",
+                      device);
+  }
+  const unsigned char *u = (const unsigned char *)prop.uuid.bytes;
+  snprintf(buf, len,
+           "%s (GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+           "%02x%02x%02x%02x%02x%02x)",
+           prop.name, u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8],
+           u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+  return 0;
+}
+
 int dash__cuda_status(cudaError_t e, const char *expr, const char *file,
                       int line) {
   if (e == cudaSuccess)

@@ -7,6 +7,10 @@ int dash__cuda_device_count(void) {
   return 0;
 }
 
+int dash__cuda_describe(char *buf, size_t len) {
+  return dash__fail(DASH_E_NO_DEVICE, "this build has no CUDA backend");
+}
+
 int dash__cuda_plan_init(struct dash_roots_plan *plan) {
   return dash__fail(DASH_E_UNSUPPORTED, "this build has no CUDA backend");
 }
