@@ -294,7 +294,9 @@ DASH_API int dash_roots_execute(dash_roots_plan *plan, float *out,
 /**
  * Like dash_roots_execute(), for a stack that already lives in the memory
  * of the plan's CUDA device: no copy through the host. The plan's device is
- * the one current (cudaSetDevice) when the plan was created.
+ * the one current (cudaSetDevice) when the plan was created. (A CUDA plan
+ * also holds staging for dash_roots_execute() from host memory, 2·N·B²
+ * floats, so that neither call allocates.)
  *
  * The work is ordered after everything already queued on @p stream and
  * runs on the plan's own stream; the call returns once the results are

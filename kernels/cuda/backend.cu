@@ -16,6 +16,9 @@ static int is_iterative(dash_method m) {
 }
 
 static void state_free(struct dash__cuda_plan *cp) {
+  /* Nothing queued may still use what is freed below. */
+  if (cp->ctx.stream)
+    (void)cudaStreamSynchronize(cp->ctx.stream);
   void *device[] = {
       cp->w,       cp->t,       cp->e,     cp->mh,         cp->vh,
       cp->pv,      cp->pw,      cp->sumsq, cp->trace,      cp->nonfinite,
@@ -25,10 +28,10 @@ static void state_free(struct dash__cuda_plan *cp) {
       cp->ev_cond, cp->ev_work, cp->d_in,  cp->d_out};
   void *pinned[] = {cp->h_sumsq,     cp->h_trace,   cp->h_r_first, cp->h_r_cur,
                     cp->h_nonfinite, cp->h_bad_out, cp->h_r_max,   cp->h_lam};
-  void *host[] = {cp->h_slot_block, cp->h_leave,   cp->h_src,    cp->h_dst,
-                  cp->h_moves,      cp->h_scale,   cp->h_coef,   cp->h_s,
-                  cp->ev_hwork,     cp->h_ev_info, cp->h_ev_top, cp->h_ev_cond,
-                  cp->use_f64,      cp->blk};
+  void *host[] = {cp->h_slot_block, cp->h_leave,   cp->h_src,   cp->h_dst,
+                  cp->h_moves,      cp->h_scale,   cp->h_had,   cp->h_s,
+                  cp->ev_hwork,     cp->ev_list,   cp->ev_redo, cp->h_ev_info,
+                  cp->h_ev_top,     cp->h_ev_cond, cp->use_f64, cp->blk};
   for (size_t i = 0; i < sizeof(device) / sizeof(device[0]); i++)
     cudaFree(device[i]);
   for (size_t i = 0; i < sizeof(pinned) / sizeof(pinned[0]); i++)
@@ -115,7 +118,12 @@ int dash__cuda_plan_init(struct dash_roots_plan *plan) {
     DEV(cp->inv_s, 3 * n * sizeof(float));
     cp->out_scale = cp->inv_s + n;
     cp->z0 = cp->inv_s + 2 * n;
-    DEV(cp->coef, n * ((size_t)o->cheb_degree + 1) * sizeof(float));
+    if (o->method == DASH_METHOD_CHEBYSHEV)
+      DEV(cp->coef, n * ((size_t)o->cheb_degree + 1) * sizeof(float));
+    /* Staging for host buffers: made here, so that an execution from host
+     * memory allocates nothing (and cannot fail for memory) later. */
+    DEV(cp->d_in, n * nn * sizeof(float));
+    DEV(cp->d_out, n * nn * sizeof(float));
     DEV(cp->slot_block, n * sizeof(int));
     DEV(cp->moves, 2 * n * sizeof(struct dash__cuda_move));
     PINNED(cp->h_sumsq, n * sizeof(double));
@@ -132,7 +140,8 @@ int dash__cuda_plan_init(struct dash_roots_plan *plan) {
     HOST(cp->h_dst, n);
     HOST(cp->h_moves, 2 * n);
     HOST(cp->h_scale, 3 * n);
-    HOST(cp->h_coef, n * ((size_t)o->cheb_degree + 1));
+    HOST(cp->h_had, n);
+    HOST(cp->ev_list, n);
     HOST(cp->h_s, n);
     HOST(cp->use_f64, n);
     HOST(cp->blk, n);
@@ -383,9 +392,8 @@ static int judge(struct dash__cuda_plan *cp, const float *in, float *out,
     /* Per block: 1 = goes to EVD, 2 = the iteration wrote its output. An
      * EVD that fails leaves the block as the iteration left it, with the
      * status above, as on the CPU. */
-    unsigned char *had = (unsigned char *)calloc(n, 1);
-    if (had == NULL)
-      return dash__fail(DASH_E_NOMEM, "fallback list for %zu blocks", n);
+    unsigned char *had = cp->h_had;
+    memset(had, 0, n);
     for (size_t i = 0; i < n; i++) {
       if (!cp->blk[i].evd)
         continue;
@@ -401,7 +409,6 @@ static int judge(struct dash__cuda_plan *cp, const float *in, float *out,
       else
         cp->blk[i].written = (had[i] & 2) != 0;
     }
-    free(had);
   }
 out:
   return rc;
@@ -471,11 +478,6 @@ int dash__cuda_execute(struct dash_roots_plan *plan, float *out,
     DASH_CUDA_TRY(cudaEventRecord(ctx->caller, (cudaStream_t)stream));
     DASH_CUDA_TRY(cudaStreamWaitEvent(ctx->stream, ctx->caller, 0));
   } else {
-    /* Staging for host buffers, made on the first such call and kept. */
-    if (cp->d_in == NULL) {
-      DASH_CUDA_TRY(cudaMalloc((void **)&cp->d_in, n * nn * sizeof(float)));
-      DASH_CUDA_TRY(cudaMalloc((void **)&cp->d_out, n * nn * sizeof(float)));
-    }
     DASH_CUDA_TRY(cudaMemcpyAsync(cp->d_in, in, n * nn * sizeof(float),
                                   cudaMemcpyHostToDevice, ctx->stream));
     src = cp->d_in;
@@ -514,6 +516,9 @@ int dash__cuda_execute(struct dash_roots_plan *plan, float *out,
   else
     rc = copy_back(cp, out);
 out:
+  if (rc < 0)
+    /* Nothing queued may touch the caller's buffers after the call. */
+    (void)cudaStreamSynchronize(ctx->stream);
   if (prev >= 0 && prev != ctx->device)
     (void)cudaSetDevice(prev);
   return rc;

@@ -29,25 +29,34 @@ __global__ void cheb_start_kernel(const float *in, const int *slot_block, int b,
   }
 }
 
-/* ---------------------------------------------------------------- drivers */
-
-static const double kPi = 3.14159265358979323846;
-
-/* The interpolant of (u + e)^(-1/p) on [0, 1] at the Chebyshev nodes, as
- * the CPU backend fits it; coef[0] is stored halved, ready for the last
- * step of Clenshaw's recurrence. */
-static void fit(int d, int p, double e, float *coef) {
+/* The degree-d interpolant of (u + e)^(-1/p) on [0, 1] at the Chebyshev
+ * nodes of the first kind, as the CPU backend fits it, with e = ε/s of the
+ * block: f(t) ≈ c₀/2 + Σ c_k T_k(t), t = 2u − 1. One thread per live
+ * block, in double; coef[0] is stored halved, ready for the last step of
+ * Clenshaw's recurrence. */
+__global__ void cheb_fit_kernel(const int *slot_block, size_t slots,
+                                const float *inv_s, double eps, int d, int p,
+                                float *coef) {
+  const double kPi = 3.14159265358979323846;
+  size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= slots)
+    return;
+  const int i = slot_block[j];
+  const double e = eps * (double)inv_s[i];
   const int n = d + 1;
+  float *c = coef + (size_t)i * n;
   for (int k = 0; k <= d; k++) {
     double acc = 0.0;
-    for (int j = 0; j < n; j++) {
-      double theta = kPi * (j + 0.5) / n;
+    for (int q = 0; q < n; q++) {
+      double theta = kPi * (q + 0.5) / n;
       double u = 0.5 * (cos(theta) + 1.0);
       acc += pow(u + e, -1.0 / p) * cos(k * theta);
     }
-    coef[k] = (float)(2.0 * acc / n * (k == 0 ? 0.5 : 1.0));
+    c[k] = (float)(2.0 * acc / n * (k == 0 ? 0.5 : 1.0));
   }
 }
+
+/* ---------------------------------------------------------------- drivers */
 
 template <typename T>
 static int cheb(struct dash__cuda_plan *cp, const float *in, float *out) {
@@ -62,14 +71,11 @@ static int cheb(struct dash__cuda_plan *cp, const float *in, float *out) {
   size_t a = dash__cuda_active_slots(cp), emits = 0;
   if (a == 0)
     return 0;
-  for (size_t j = 0; j < a; j++) {
-    int i = cp->h_slot_block[j];
-    fit(d, o->root, o->eps / cp->h_s[i], cp->h_coef + (size_t)i * cs);
-  }
   if ((rc = dash__cuda_upload_slots(cp, a)) < 0)
     goto out;
-  DASH_CUDA_TRY(cudaMemcpyAsync(cp->coef, cp->h_coef, n * cs * sizeof(float),
-                                cudaMemcpyHostToDevice, ctx->stream));
+  cheb_fit_kernel<<<(unsigned)((a + 127) / 128), 128, 0, ctx->stream>>>(
+      cp->slot_block, a, cp->inv_s, o->eps, d, o->root, cp->coef);
+  DASH_CUDA_LAUNCHED();
   cheb_start_kernel<T><<<dash__grid(a, nn), kDashThreads, 0, ctx->stream>>>(
       in, cp->slot_block, b, cp->inv_s, cp->coef, cs, d, s, x, q);
   DASH_CUDA_LAUNCHED();

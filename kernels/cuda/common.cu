@@ -18,7 +18,7 @@ __global__ void set_identity_kernel(T *m, size_t stride, int b, float c) {
 
 template <typename T>
 __global__ void residual_fro_kernel(const T *m, size_t stride, int b,
-                                    const int *slot_block, double *acc) {
+                                    double *acc) {
   const T *x = m + blockIdx.x * stride;
   const size_t nn = (size_t)b * b;
   for (size_t tile = blockIdx.y; tile * kDashTile < nn; tile += gridDim.y) {
@@ -31,14 +31,14 @@ __global__ void residual_fro_kernel(const T *m, size_t stride, int b,
     }
     sum = dash__block_sum(sum);
     if (threadIdx.x == 0)
-      atomicAdd(&acc[slot_block[blockIdx.x]], (double)sum);
+      atomicAdd(&acc[blockIdx.x], (double)sum);
     __syncthreads();
   }
 }
 
 template <typename T>
 __global__ void residual_max_kernel(const T *m, size_t stride, int b,
-                                    const int *slot_block, unsigned int *acc) {
+                                    unsigned int *acc) {
   const T *x = m + blockIdx.x * stride;
   const size_t nn = (size_t)b * b;
   float worst = 0.0f;
@@ -54,7 +54,7 @@ __global__ void residual_max_kernel(const T *m, size_t stride, int b,
   for (int o = 16; o > 0; o >>= 1)
     worst = fmaxf(worst, __shfl_down_sync(0xffffffffu, worst, o));
   if ((threadIdx.x & 31) == 0 && worst > 0.0f)
-    atomicMax(&acc[slot_block[blockIdx.x]], __float_as_uint(worst));
+    atomicMax(&acc[blockIdx.x], __float_as_uint(worst));
 }
 
 template <typename T>
@@ -100,13 +100,16 @@ __global__ void move_slots_kernel(T *buf, size_t stride,
   }
 }
 
+/* Sums of squares in double: fp32 would overflow for entries beyond
+ * about 1e19, where the CPU backend (which sums in double) still gives a
+ * finite scale. */
 __global__ void stats_kernel(const float *in, int b, float eps, double *sumsq,
                              double *trace, int *nonfinite, __nv_bfloat16 *mh) {
   const size_t nn = (size_t)b * b;
   const float *a = in + blockIdx.x * nn;
   __nv_bfloat16 *h = mh ? mh + blockIdx.x * nn : NULL;
   for (size_t tile = blockIdx.y; tile * kDashTile < nn; tile += gridDim.y) {
-    float sq = 0.0f, tr = 0.0f;
+    double sq = 0.0, tr = 0.0;
     bool finite = true;
     size_t end = min((tile + 1) * kDashTile, nn);
     for (size_t e = tile * kDashTile + threadIdx.x; e < end;
@@ -114,7 +117,7 @@ __global__ void stats_kernel(const float *in, int b, float eps, double *sumsq,
       float v = a[e];
       bool diag = dash__on_diagonal(e, b);
       finite &= isfinite(v);
-      sq += v * v;
+      sq += (double)v * v;
       if (diag)
         tr += v;
       if (h != NULL)
@@ -122,12 +125,12 @@ __global__ void stats_kernel(const float *in, int b, float eps, double *sumsq,
     }
     if (!finite)
       nonfinite[blockIdx.x] = 1;
-    sq = dash__block_sum(sq);
+    sq = dash__block_sum_d(sq);
     __syncthreads();
-    tr = dash__block_sum(tr);
+    tr = dash__block_sum_d(tr);
     if (threadIdx.x == 0) {
-      atomicAdd(&sumsq[blockIdx.x], (double)sq);
-      atomicAdd(&trace[blockIdx.x], (double)tr);
+      atomicAdd(&sumsq[blockIdx.x], sq);
+      atomicAdd(&trace[blockIdx.x], tr);
     }
     __syncthreads();
   }
@@ -151,14 +154,13 @@ out:
 
 template <typename T>
 int dash__cu_residual_fro(cudaStream_t s, const T *m, size_t slots,
-                          size_t stride, int b, const int *slot_block,
-                          double *acc) {
+                          size_t stride, int b, double *acc) {
   int rc = 0;
   if (slots == 0)
     return 0;
   residual_fro_kernel<T>
-      <<<dash__grid(slots, (size_t)b * b), kDashThreads, 0, s>>>(
-          m, stride, b, slot_block, acc);
+      <<<dash__grid(slots, (size_t)b * b), kDashThreads, 0, s>>>(m, stride, b,
+                                                                 acc);
   DASH_CUDA_LAUNCHED();
 out:
   return rc;
@@ -166,14 +168,13 @@ out:
 
 template <typename T>
 int dash__cu_residual_max(cudaStream_t s, const T *m, size_t slots,
-                          size_t stride, int b, const int *slot_block,
-                          unsigned int *acc) {
+                          size_t stride, int b, unsigned int *acc) {
   int rc = 0;
   if (slots == 0)
     return 0;
   residual_max_kernel<T>
-      <<<dash__grid(slots, (size_t)b * b), kDashThreads, 0, s>>>(
-          m, stride, b, slot_block, acc);
+      <<<dash__grid(slots, (size_t)b * b), kDashThreads, 0, s>>>(m, stride, b,
+                                                                 acc);
   DASH_CUDA_LAUNCHED();
 out:
   return rc;
@@ -238,10 +239,9 @@ out:
   template int dash__cu_set_identity<T>(cudaStream_t, T *, size_t, size_t,   \
                                         int, float);                         \
   template int dash__cu_residual_fro<T>(cudaStream_t, const T *, size_t,     \
-                                        size_t, int, const int *, double *); \
+                                        size_t, int, double *);              \
   template int dash__cu_residual_max<T>(cudaStream_t, const T *, size_t,     \
-                                        size_t, int, const int *,            \
-                                        unsigned int *);                     \
+                                        size_t, int, unsigned int *);        \
   template int dash__cu_add_identity<T>(cudaStream_t, T *, size_t, size_t,   \
                                         int, const int *, const float *,     \
                                         size_t);                             \

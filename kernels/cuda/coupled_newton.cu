@@ -10,7 +10,7 @@ static const int kCheckEvery = 2;
 
 /* ---------------------------------------------------------------- kernels */
 
-/* M₀ = z·(A + εI), X₀ = z^(1/p)·I, and acc[block] = max |M₀ − I|. */
+/* M₀ = z·(A + εI), X₀ = z^(1/p)·I, and acc[slot] = max |M₀ − I|. */
 template <typename T>
 __global__ void cn_start_kernel(const float *in, const int *slot_block, int b,
                                 float eps, const float *z, int p, T *x, T *m,
@@ -33,7 +33,7 @@ __global__ void cn_start_kernel(const float *in, const int *slot_block, int b,
   for (int o = 16; o > 0; o >>= 1)
     worst = fmaxf(worst, __shfl_down_sync(0xffffffffu, worst, o));
   if ((threadIdx.x & 31) == 0 && worst > 0.0f)
-    atomicMax(&acc[i], __float_as_uint(worst));
+    atomicMax(&acc[blockIdx.x], __float_as_uint(worst));
 }
 
 /* T = (1 − α)·I + α·M. */
@@ -57,12 +57,12 @@ static int measure(struct dash__cuda_plan *cp, const T *m, size_t a) {
   struct dash__cuda_ctx *ctx = &cp->ctx;
   const size_t nn = cp->b * cp->b;
   DASH_CUDA_TRY(
-      cudaMemsetAsync(cp->r_max, 0, cp->n * sizeof(unsigned int), ctx->stream));
+      cudaMemsetAsync(cp->r_max, 0, a * sizeof(unsigned int), ctx->stream));
   if ((rc = dash__cu_residual_max<T>(ctx->stream, m, a, nn, (int)cp->b,
-                                     cp->slot_block, cp->r_max)) < 0)
+                                     cp->r_max)) < 0)
     goto out;
   DASH_CUDA_TRY(cudaMemcpyAsync(cp->h_r_max, cp->r_max,
-                                cp->n * sizeof(unsigned int),
+                                a * sizeof(unsigned int),
                                 cudaMemcpyDeviceToHost, ctx->stream));
   DASH_CUDA_TRY(cudaStreamSynchronize(ctx->stream));
 out:
@@ -84,7 +84,7 @@ static size_t plan_exits(struct dash__cuda_plan *cp, size_t a, int steps,
   memset(cp->h_leave, 0, a);
   for (size_t j = 0; j < a; j++) {
     int i = cp->h_slot_block[j];
-    float r = as_float(cp->h_r_max[i]);
+    float r = as_float(cp->h_r_max[j]);
     int done = !isfinite(r) || (tol > 0.0 && r < tol);
     if (!done && !all)
       continue;
@@ -124,17 +124,17 @@ static int cn(struct dash__cuda_plan *cp, const float *in, float *out) {
   if ((rc = dash__cuda_upload_slots(cp, a)) < 0)
     goto out;
   DASH_CUDA_TRY(
-      cudaMemsetAsync(cp->r_max, 0, n * sizeof(unsigned int), ctx->stream));
+      cudaMemsetAsync(cp->r_max, 0, a * sizeof(unsigned int), ctx->stream));
   cn_start_kernel<T><<<dash__grid(a, nn), kDashThreads, 0, ctx->stream>>>(
       in, cp->slot_block, b, (float)o->eps, cp->z0, p, x, m, cp->r_max);
   DASH_CUDA_LAUNCHED();
   DASH_CUDA_TRY(cudaMemcpyAsync(cp->h_r_max, cp->r_max,
-                                n * sizeof(unsigned int),
+                                a * sizeof(unsigned int),
                                 cudaMemcpyDeviceToHost, ctx->stream));
   DASH_CUDA_TRY(cudaStreamSynchronize(ctx->stream));
   for (size_t j = 0; j < a; j++) {
     int i = cp->h_slot_block[j];
-    cp->blk[i].r_first = cp->blk[i].r_last = as_float(cp->h_r_max[i]);
+    cp->blk[i].r_first = cp->blk[i].r_last = as_float(cp->h_r_max[j]);
   }
   /* A block already within the tolerance takes no step, as on the CPU. */
   emits = plan_exits(cp, a, 0, 0);

@@ -108,8 +108,10 @@ struct dash__cuda_plan {
   double *sumsq, *trace; /* of A, for the scale and the damping */
   int *nonfinite;        /* input flags */
   int *bad_out;          /* output flags: non-finite values written */
+  /* By slot: ‖I − E‖_F² of the first and the last E (NewtonDB), and
+   * max |M − I| as float bits (Coupled Newton). */
   double *r_first, *r_cur;
-  unsigned int *r_max; /* Coupled Newton's max |M − I|, as float bits */
+  unsigned int *r_max;
   float *lam, *delta, *inv_s, *out_scale, *z0, *coef;
   int *slot_block;               /* slot → block */
   struct dash__cuda_move *moves; /* 2·n: emits, then compactions */
@@ -124,9 +126,9 @@ struct dash__cuda_plan {
   unsigned char *h_leave; /* per slot: leaves at the next retire */
   int *h_src, *h_dst;     /* compaction copies, from dash__slots_compact */
   struct dash__cuda_move *h_moves;
-  float *h_scale; /* 3·n: inv_s, out_scale, z0 */
-  float *h_coef;
-  double *h_s; /* the scale s of each block, exact */
+  float *h_scale;       /* 3·n: inv_s, out_scale, z0 */
+  unsigned char *h_had; /* per block, during the fallback */
+  double *h_s;          /* the scale s of each block, exact */
   /* EVD: buffers for `evd_chunk` blocks, fp64-sized. */
   size_t evd_chunk;
   void *ev_a, *ev_x, *ev_w;
@@ -136,10 +138,12 @@ struct dash__cuda_plan {
   size_t ev_work_bytes;
   void *ev_hwork;
   size_t ev_hwork_bytes;
+  int *ev_list;           /* host: the blocks EVD computes */
+  unsigned char *ev_redo; /* host, per chunk slot: needs fp64 */
   int *h_ev_info;
   double *h_ev_top, *h_ev_cond;
   unsigned char *use_f64; /* per block: EVD needed fp64 last time */
-  /* Staging for the host-pointer path, allocated on its first use. */
+  /* Staging for the host-pointer path. */
   float *d_in, *d_out;
   /* Per-block outcome of one execution (host). */
   struct dash__cuda_block *blk;
@@ -178,16 +182,14 @@ cudaDataType dash__cuda_type(enum dash__cuda_storage s);
 template <typename T>
 int dash__cu_set_identity(cudaStream_t s, T *m, size_t slots, size_t stride,
                           int b, float c);
-/* acc[slot_block[j]] += ‖I − M_j‖_F². */
+/* acc[j] += ‖I − M_j‖_F² for the slots j < slots. */
 template <typename T>
 int dash__cu_residual_fro(cudaStream_t s, const T *m, size_t slots,
-                          size_t stride, int b, const int *slot_block,
-                          double *acc);
-/* acc[slot_block[j]] = max(acc, max_ij |(M_j − I)_ij|) as float bits. */
+                          size_t stride, int b, double *acc);
+/* acc[j] = max(acc[j], max_ik |(M_j − I)_ik|) as float bits. */
 template <typename T>
 int dash__cu_residual_max(cudaStream_t s, const T *m, size_t slots,
-                          size_t stride, int b, const int *slot_block,
-                          unsigned int *acc);
+                          size_t stride, int b, unsigned int *acc);
 /* m_j += coef[slot_block[j]·cstride]·I. */
 template <typename T>
 int dash__cu_add_identity(cudaStream_t s, T *m, size_t slots, size_t stride,
@@ -281,6 +283,22 @@ __device__ inline void dash__store(__nv_bfloat16 *p, float v) {
 }
 __device__ inline void dash__store(__half *p, float v) {
   *p = __float2half_rn(v);
+}
+
+/* The same in double (the input statistics). */
+__device__ inline double dash__block_sum_d(double v) {
+  __shared__ double part_d[kDashThreads / 32];
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_down_sync(0xffffffffu, v, o);
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0)
+    part_d[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < kDashThreads / 32 ? part_d[threadIdx.x] : 0.0;
+  if (warp == 0)
+    for (int o = 16; o > 0; o >>= 1)
+      v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
 }
 
 /* Loops `e` over this thread's elements of a matrix of `len` elements:

@@ -123,7 +123,8 @@ int dash__cuda_evd_init(struct dash__cuda_plan *cp) {
   cp->h_ev_info = (int *)calloc(chunk, sizeof(int));
   cp->h_ev_top = (double *)calloc(chunk, sizeof(double));
   cp->h_ev_cond = (double *)calloc(chunk, sizeof(double));
-  if (!cp->h_ev_info || !cp->h_ev_top || !cp->h_ev_cond)
+  cp->ev_redo = (unsigned char *)calloc(chunk, 1);
+  if (!cp->h_ev_info || !cp->h_ev_top || !cp->h_ev_cond || !cp->ev_redo)
     return dash__fail(DASH_E_NOMEM, "EVD host arrays");
 out:
   return rc;
@@ -213,13 +214,9 @@ int dash__cuda_evd(struct dash__cuda_plan *cp, const float *in, float *out,
                    float *lam_max) {
   int rc = 0;
   const size_t n = cp->n, chunk = cp->evd_chunk;
-  unsigned char *redo = (unsigned char *)calloc(chunk, 1);
-  int *list = (int *)malloc(n * sizeof(int));
+  unsigned char *redo = cp->ev_redo;
+  int *list = cp->ev_list;
   size_t count = 0;
-  if (redo == NULL || list == NULL) {
-    rc = dash__fail(DASH_E_NOMEM, "EVD block list");
-    goto out;
-  }
   for (size_t i = 0; i < n; i++)
     if (cp->blk[i].evd)
       list[count++] = (int)i;
@@ -248,7 +245,5 @@ int dash__cuda_evd(struct dash__cuda_plan *cp, const float *in, float *out,
     }
   }
 out:
-  free(redo);
-  free(list);
   return rc;
 }
