@@ -9,6 +9,13 @@ install(TARGETS dashd dashctl dash-roots dash-bench
 install(TARGETS dash
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dashd
                 NAMELINK_COMPONENT dashd)
+# The CUDA backend, loaded on first use from <libdir>/dash/ (beside
+# libdash) or from the libdir the programs were built for; a machine
+# without the CUDA libraries simply has no CUDA device.
+if(TARGET dash_cuda)
+  install(TARGETS dash_cuda
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/dash COMPONENT dashd)
+endif()
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/dash
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dashd
         FILES_MATCHING PATTERN "*.h")

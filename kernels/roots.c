@@ -213,15 +213,14 @@ static int resolve_backend(dash_roots_options *o) {
   int devices = dash__cuda_device_count();
   if (o->backend == DASH_BACKEND_AUTO)
     o->backend = devices > 0 ? DASH_BACKEND_CUDA : DASH_BACKEND_CPU;
-  if (o->backend == DASH_BACKEND_CUDA && devices <= 0)
+  if (o->backend == DASH_BACKEND_CUDA && devices <= 0) {
+    const char *why = "";
+    if (dash__cuda_load_plugin(&why) == NULL)
+      return dash__fail(DASH_E_NO_DEVICE, "backend cuda: no CUDA backend (%s)",
+                        why);
     return dash__fail(DASH_E_NO_DEVICE,
-                      "backend cuda: no CUDA device is present%s",
-#ifdef DASH_HAVE_CUDA
-                      ""
-#else
-                      " (this build has no CUDA support)"
-#endif
-    );
+                      "backend cuda: no CUDA device is present");
+  }
   return 0;
 }
 

@@ -22,3 +22,21 @@ target_link_libraries(test_slots PRIVATE dash_roots PkgConfig::CHECK)
 target_compile_options(test_slots PRIVATE ${DASH_C_WARNINGS})
 add_test(NAME test_slots COMMAND test_slots)
 set_tests_properties(test_slots PROPERTIES TIMEOUT 30 LABELS "unit")
+
+# The CUDA backend is a plugin: it loads where the build has CUDA, and its
+# absence means "no device", with the reason (tests/test_cuda_plugin.c).
+add_executable(test_cuda_plugin test_cuda_plugin.c)
+target_link_libraries(test_cuda_plugin PRIVATE dash_roots PkgConfig::CHECK)
+target_compile_options(test_cuda_plugin PRIVATE ${DASH_C_WARNINGS})
+add_test(NAME test_cuda_plugin COMMAND test_cuda_plugin)
+add_test(NAME test_cuda_plugin_absent COMMAND test_cuda_plugin)
+set_tests_properties(test_cuda_plugin test_cuda_plugin_absent PROPERTIES
+                     TIMEOUT 30 LABELS "unit")
+set_tests_properties(test_cuda_plugin_absent PROPERTIES
+                     ENVIRONMENT DASH_CUDA_PLUGIN=none)
+add_test(NAME no_cuda_link
+         COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/no_cuda_link.sh
+                 $<TARGET_FILE:dash> $<TARGET_FILE:dashd>
+                 $<TARGET_FILE:dashctl> $<TARGET_FILE:dash-roots>
+                 $<TARGET_FILE:dash-bench>)
+set_tests_properties(no_cuda_link PROPERTIES TIMEOUT 30 LABELS "unit")

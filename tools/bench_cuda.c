@@ -1,5 +1,8 @@
-/* dash-bench's CUDA runtime and cuBLAS calls (bench_cuda.h). Every call is
- * checked; a failure leaves one line in `err` and a dash_status. */
+/* dash-bench's CUDA runtime and cuBLAS calls (bench_cuda.h). Built into
+ * the CUDA plugin (libdash_cuda.so), never into dash-bench, which reaches
+ * them through the plugin (bench_cuda_client.c) and so runs without the
+ * CUDA libraries. Every call is checked; a failure leaves one line in
+ * `err` and a dash_status. */
 #include "bench_cuda.h"
 
 #include <stdarg.h>
@@ -286,9 +289,11 @@ int dash__bench_cuda_roofline(size_t n, size_t b, dash_precision precision,
   TRY_CUBLAS(cublasCreate(&handle), "cublasCreate");
   TRY_CUDA(cudaEventCreate(&start), "cudaEventCreate");
   TRY_CUDA(cudaEventCreate(&stop), "cudaEventCreate");
+  /* The plugin has no roots.c, so no dash_precision_name(). */
+  static const char *const names[] = {"fp32", "tf32", "bf16", "fp16"};
   snprintf(what, sizeof(what),
            "cublasGemmStridedBatchedEx (%s, %zu products of %zux%zu)",
-           dash_precision_name(precision), n, b, b);
+           names[(unsigned)precision & 3u], n, b, b);
   /* Square products with every leading dimension b: the same work in
    * cuBLAS's column-major view as in our row-major one. Round 0 warms up
    * (cuBLAS picks its kernel, the clocks rise) and is not counted. */
@@ -325,42 +330,6 @@ out:
   (void)cudaFree(ab);
   (void)cudaFree(c);
   return rc;
-}
-
-#else /* !DASH_HAVE_CUDA */
-
-static int no_cuda(void) {
-  return fail(DASH_E_NO_DEVICE, "this build has no CUDA support");
-}
-
-int dash__bench_cuda_device(char *name, size_t name_len, char *desc,
-                            size_t desc_len) {
-  return no_cuda();
-}
-
-int dash__bench_cuda_alloc(void **dev, size_t bytes) {
-  *dev = NULL;
-  return no_cuda();
-}
-
-void dash__bench_cuda_free(void *dev) {}
-
-int dash__bench_cuda_upload(void *dev, const void *host, size_t bytes) {
-  return no_cuda();
-}
-
-int dash__bench_cuda_download(void *host, const void *dev, size_t bytes) {
-  return no_cuda();
-}
-
-int dash__bench_cuda_sync(void) {
-  return no_cuda();
-}
-
-int dash__bench_cuda_roofline(size_t n, size_t b, dash_precision precision,
-                              int rounds, double min_ms, double *gflops) {
-  *gflops = 0.0;
-  return no_cuda();
 }
 
 #endif

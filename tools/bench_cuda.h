@@ -13,6 +13,10 @@
 
 #include "dash/roots.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The last failure of a function below, one line without a newline. */
 const char *dash__bench_cuda_error(void);
 
@@ -41,5 +45,9 @@ int dash__bench_cuda_sync(void);
  * 2b³ flops per product. */
 int dash__bench_cuda_roofline(size_t n, size_t b, dash_precision precision,
                               int rounds, double min_ms, double *gflops);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

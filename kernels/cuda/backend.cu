@@ -154,11 +154,12 @@ int dash__cuda_plan_init(struct dash_roots_plan *plan) {
 out:
   if (cp != NULL) {
     if (rc == DASH_E_NOMEM) {
+      static const char *const names[] = {"fp32", "tf32", "bf16", "fp16"};
       char why[256];
-      snprintf(why, sizeof(why), "%s", dash_last_error());
-      rc = dash__fail(
-          DASH_E_NOMEM, "CUDA workspace for %zu blocks of %zux%zu in %s: %s",
-          plan->n, plan->b, plan->b, dash_precision_name(o->precision), why);
+      snprintf(why, sizeof(why), "%s", dash__cuda_last_message());
+      rc = dash__fail(DASH_E_NOMEM,
+                      "CUDA workspace for %zu blocks of %zux%zu in %s: %s",
+                      plan->n, plan->b, plan->b, names[o->precision & 3], why);
     }
     state_free(cp);
   }

@@ -35,6 +35,10 @@ int dash__cuda_status(cublasStatus_t e, const char *expr, const char *file,
 int dash__cuda_status(cusolverStatus_t e, const char *expr, const char *file,
                       int line);
 
+/* The plugin's own copy of its last failure message (plugin.cu), for
+ * messages that wrap it. */
+const char *dash__cuda_last_message(void);
+
 /* Runs x; on failure stores the status in the enclosing function's `rc`
  * and jumps to its `out` label. */
 #define DASH_CUDA_TRY(x)                                           \
