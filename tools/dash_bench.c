@@ -82,6 +82,11 @@ struct bench {
   int index_entries;
   int done, total, skipped;
   double roofline; /* GFLOP/s of the shape being run, 0 when unknown */
+  /* --precision's list, each run in turn on the same stack and oracle,
+   * and cuBLAS's rate of the shape in each (CUDA). */
+  dash_precision precisions[4];
+  int nprec;
+  double cuda_roof[4];
   /* The CUDA backend runs: the stack also lives on this device. */
   int cuda;
   char device[256], device_desc[320];
@@ -174,7 +179,8 @@ static void usage(FILE *f) {
           "  --warmup W          untimed executions first (default 1)\n"
           "  --threads T         CPU threads, 0 = every core (default 0)\n"
           "  --backend B         cpu, cuda or auto (default cpu)\n"
-          "  --precision P       fp32, tf32, bf16, fp16 (default fp32)\n"
+          "  --precision P[,P..] fp32, tf32, bf16, fp16, each run on the\n"
+          "                      same stacks (default fp32)\n"
           "  --seed S            seed of the synthetic statistics (default 1)\n"
           "  --dump-dir DIR      write every stack and its oracle as .npy,\n"
           "                      with DIR/index.json, for bench/peer_numpy.py\n"
@@ -303,6 +309,29 @@ static int parse_kappas(struct bench *bn, const char *opt, const char *s) {
       return -1;
     bn->nkappas++;
   }
+  return 0;
+}
+
+/* "fp32" or "fp32,tf32,bf16": each precision runs every configuration on
+ * the same stacks, so the oracles are built once. */
+static int parse_precisions(struct bench *bn, const char *opt, const char *s) {
+  char buf[64], *save = NULL;
+  if (snprintf(buf, sizeof(buf), "%s", s) >= (int)sizeof(buf))
+    return bad_value(opt, s, "too long");
+  bn->nprec = 0;
+  for (char *t = strtok_r(buf, ",", &save); t != NULL;
+       t = strtok_r(NULL, ",", &save)) {
+    dash_precision p;
+    if (dash_precision_parse(t, &p) < 0)
+      return bad_value(opt, t, "expected fp32, tf32, bf16 or fp16");
+    for (int i = 0; i < bn->nprec; i++)
+      if (bn->precisions[i] == p)
+        return bad_value(opt, t, "listed twice");
+    bn->precisions[bn->nprec++] = p;
+  }
+  if (bn->nprec == 0)
+    return bad_value(opt, s, "expected fp32, tf32, bf16 or fp16");
+  bn->opts.precision = bn->precisions[0];
   return 0;
 }
 
@@ -445,9 +474,7 @@ static int apply_option(struct bench *bn, const char *name, const char *v,
                ? bad_value(name, v, "expected cpu, cuda or auto")
                : 0;
   if (strcmp(name, "--precision") == 0)
-    return dash_precision_parse(v, &o->precision) < 0
-               ? bad_value(name, v, "expected fp32, tf32, bf16 or fp16")
-               : 0;
+    return parse_precisions(bn, name, v);
   if (strcmp(name, "--seed") == 0)
     return parse_u64(name, v, 0, UINT64_MAX, &bn->seed);
   if (strcmp(name, "--dump-dir") == 0) {
@@ -838,8 +865,10 @@ static void print_header(const struct bench *bn) {
 }
 
 static void print_row(const struct bench *bn, const struct row *r) {
-  double roof_pct = bn->roofline > 0 && gemm_bound(r->report.method)
-                        ? 100.0 * r->gflops / bn->roofline
+  const double roof_rate =
+      bn->cuda ? bn->cuda_roof[r->ran.precision & 3] : bn->roofline;
+  double roof_pct = roof_rate > 0 && gemm_bound(r->report.method)
+                        ? 100.0 * r->gflops / roof_rate
                         : NAN;
   char method[32], shape[48], kappa[32], roof[16];
   const uint64_t *by = r->report.blocks_by_status;
@@ -848,6 +877,12 @@ static void print_row(const struct bench *bn, const struct row *r) {
              dash_method_name(r->report.method));
   else
     snprintf(method, sizeof(method), "%s", dash_method_name(r->cfg->method));
+  /* Several precisions in one table: the label says which. */
+  if (bn->nprec > 1 || r->ran.precision != DASH_PRECISION_FP32) {
+    size_t used = strlen(method);
+    snprintf(method + used, sizeof(method) - used, "@%s",
+             dash_precision_name(r->ran.precision));
+  }
   snprintf(shape, sizeof(shape), "%zux%zu", r->n, r->b);
   kappa_label(kappa, sizeof(kappa), r->kappa);
   if (isfinite(roof_pct))
@@ -904,7 +939,7 @@ static void print_row(const struct bench *bn, const struct row *r) {
   printf(", ");
   json_num(stdout, "gflops", r->gflops);
   printf(", ");
-  json_num(stdout, "roofline_gflops", bn->roofline > 0 ? bn->roofline : NAN);
+  json_num(stdout, "roofline_gflops", roof_rate > 0 ? roof_rate : NAN);
   printf(", ");
   json_num(stdout, "roofline_pct", roof_pct);
   printf(", ");
@@ -1110,40 +1145,45 @@ static void print_roofline(const struct bench *bn, const struct stack *st,
  * in the run's precision, before and after the shape's runs, the best of
  * both counting. 0, or a status after a message. */
 static int cuda_roofline_update(struct bench *bn, const struct stack *st) {
-  double g;
-  int rc;
-  fprintf(stderr, "cuBLAS %s roofline %zux%zu on %s ...",
-          dash_precision_name(bn->opts.precision), st->n, st->b, bn->device);
-  fflush(stderr);
-  rc = dash__bench_cuda_roofline(st->n, st->b, bn->opts.precision,
-                                 bn->repeat > 5 ? bn->repeat : 5,
-                                 ROOFLINE_MIN_MS, &g);
-  if (rc < 0) {
-    fprintf(stderr, " failed: %s\n", dash__bench_cuda_error());
-    return rc;
+  for (int q = 0; q < bn->nprec; q++) {
+    dash_precision p = bn->precisions[q];
+    double g;
+    fprintf(stderr, "cuBLAS %s roofline %zux%zu on %s ...",
+            dash_precision_name(p), st->n, st->b, bn->device);
+    fflush(stderr);
+    int rc = dash__bench_cuda_roofline(
+        st->n, st->b, p, bn->repeat > 5 ? bn->repeat : 5, ROOFLINE_MIN_MS, &g);
+    if (rc < 0) {
+      fprintf(stderr, " failed: %s\n", dash__bench_cuda_error());
+      return rc;
+    }
+    bn->cuda_roof[p & 3] = fmax(bn->cuda_roof[p & 3], g);
+    fprintf(stderr, " %.1f GFLOP/s (best so far %.1f)\n", g,
+            bn->cuda_roof[p & 3]);
   }
-  bn->roofline = fmax(bn->roofline, g);
-  fprintf(stderr, " %.1f GFLOP/s (best so far %.1f)\n", g, bn->roofline);
   return 0;
 }
 
 static void print_cuda_roofline(const struct bench *bn,
                                 const struct stack *st) {
-  const char *precision = dash_precision_name(bn->opts.precision);
-  if (bn->json) {
-    printf(
-        "{\"record\": \"roofline\", \"method\": "
-        "\"cublasGemmStridedBatchedEx\", \"backend\": \"cuda\", ");
-    json_str(stdout, "device_name", bn->device);
-    printf(", \"precision\": \"%s\", \"N\": %zu, \"B\": %zu, ", precision,
-           st->n, st->b);
-    json_num(stdout, "gflops", bn->roofline > 0 ? bn->roofline : NAN);
-    printf("}\n");
-  } else {
-    printf(
-        "# cuBLAS GemmStridedBatchedEx %s, %zu products of %zux%zu on %s: "
-        "roofline %.1f GFLOP/s\n",
-        precision, st->n, st->b, st->b, bn->device, bn->roofline);
+  for (int q = 0; q < bn->nprec; q++) {
+    dash_precision p = bn->precisions[q];
+    double g = bn->cuda_roof[p & 3];
+    if (bn->json) {
+      printf(
+          "{\"record\": \"roofline\", \"method\": "
+          "\"cublasGemmStridedBatchedEx\", \"backend\": \"cuda\", ");
+      json_str(stdout, "device_name", bn->device);
+      printf(", \"precision\": \"%s\", \"N\": %zu, \"B\": %zu, ",
+             dash_precision_name(p), st->n, st->b);
+      json_num(stdout, "gflops", g > 0 ? g : NAN);
+      printf("}\n");
+    } else {
+      printf(
+          "# cuBLAS GemmStridedBatchedEx %s, %zu products of %zux%zu on %s: "
+          "roofline %.1f GFLOP/s\n",
+          dash_precision_name(p), st->n, st->b, st->b, bn->device, g);
+    }
   }
 }
 
@@ -1164,7 +1204,8 @@ static int run_shape(struct bench *bn, const struct shape *sh) {
   st.oracle = malloc(st.elems * sizeof(*st.oracle));
   st.info = calloc(st.n, sizeof(*st.info));
   st.times = calloc((size_t)bn->repeat, sizeof(*st.times));
-  rows = calloc((size_t)bn->nkappas * (size_t)bn->nconfigs, sizeof(*rows));
+  rows = calloc((size_t)bn->nkappas * (size_t)bn->nconfigs * (size_t)bn->nprec,
+                sizeof(*rows));
   if (!st.in || !st.out || !st.oracle || !st.info || !st.times || !rows) {
     fprintf(stderr, "dash-bench: out of memory for a %zux%zu stack\n", st.n,
             st.b);
@@ -1172,6 +1213,7 @@ static int run_shape(struct bench *bn, const struct shape *sh) {
   }
 
   bn->roofline = 0.0;
+  memset(bn->cuda_roof, 0, sizeof(bn->cuda_roof));
   if (cpu)
     roofline_update(bn, &st, &per_block, &threaded);
   /* The roofline's operands are gone before the stack is on the device. */
@@ -1214,13 +1256,16 @@ static int run_shape(struct bench *bn, const struct shape *sh) {
               st.b, dash__bench_cuda_error());
       goto out;
     }
-    for (int c = 0; c < bn->nconfigs; c++) {
-      int measured;
-      rc = run_config(bn, &st, &bn->configs[c], sp.kappa, &rows[nrows],
-                      &measured);
-      if (rc < 0)
-        goto out;
-      nrows += measured;
+    for (int q = 0; q < bn->nprec; q++) {
+      bn->opts.precision = bn->precisions[q];
+      for (int c = 0; c < bn->nconfigs; c++) {
+        int measured;
+        rc = run_config(bn, &st, &bn->configs[c], sp.kappa, &rows[nrows],
+                        &measured);
+        if (rc < 0)
+          goto out;
+        nrows += measured;
+      }
     }
   }
   if (cpu)
@@ -1268,8 +1313,18 @@ int main(int argc, char **argv) {
     status = rc > 0 ? EXIT_SUCCESS : EXIT_USAGE;
     goto out;
   }
+  if (bn->nprec == 0) {
+    bn->precisions[0] = bn->opts.precision;
+    bn->nprec = 1;
+  }
   if (bn->opts.backend == DASH_BACKEND_CUDA && !dash_roots_cuda_available()) {
-    fprintf(stderr, "dash-bench: skipped: no CUDA device\n");
+    /* The library says why: no plugin, no driver, no device. */
+    char text[8];
+    if (dash_roots_cuda_describe(text, sizeof(text)) < 0)
+      fprintf(stderr, "dash-bench: skipped: no CUDA device (%s)\n",
+              dash_last_error());
+    else
+      fprintf(stderr, "dash-bench: skipped: no CUDA device\n");
     status = bn->skip_unavailable ? EXIT_SUCCESS : EXIT_UNAVAILABLE;
     goto out;
   }
@@ -1287,7 +1342,7 @@ int main(int argc, char **argv) {
                                     : EXIT_UNAVAILABLE;
     goto out;
   }
-  bn->total = bn->nshapes * bn->nkappas * bn->nconfigs;
+  bn->total = bn->nshapes * bn->nkappas * bn->nconfigs * bn->nprec;
   if (bn->dump_dir != NULL && dump_open(bn) < 0)
     goto out;
   if (!bn->json)
