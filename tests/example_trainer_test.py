@@ -25,7 +25,7 @@ if "cuda" in extra:
             [dashd, "--backend", "cuda", "--socket", tmp + "/sock"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            out, _ = probe.communicate(timeout=5)
+            out, _ = probe.communicate(timeout=2)
         except subprocess.TimeoutExpired:
             probe.terminate()
             out, _ = probe.communicate()
