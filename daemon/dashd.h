@@ -137,12 +137,20 @@ struct dashd_server {
   char last_status[128];
   /* What the backend computes on: "cpu", or the GPU's name and UUID. */
   char device[160];
+  /* The process's exit status once the loop ends: 0, or why it must be
+   * restarted (dashd__server_fail). */
+  int exit_code;
 };
 
 /* server.c */
 int dashd__config_allows(const struct dashd_config *cfg, uid_t uid, gid_t gid);
 int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop);
 void dashd__server_stop(struct dashd_server *srv);
+/* The daemon cannot go on (the GPU failed and poisoned the process's CUDA
+ * context): logs why, disconnects every client, stops, and makes the
+ * process exit with exit_code so that systemd restarts it. */
+void dashd__server_fail(struct dashd_server *srv, int exit_code,
+                        const char *why);
 struct dashd_stack *dashd__server_find_stack(struct dashd_server *srv,
                                              uint64_t id);
 void dashd__server_remove_session(struct dashd_server *srv,

@@ -165,6 +165,8 @@ int main(int argc, char **argv) {
     return 1;
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);
-  dashd__log(DASHD_LOG_INFO, "stopped");
-  return 0;
+  dashd__log(
+      DASHD_LOG_INFO, "stopped%s",
+      srv.exit_code ? " after a failure; exit status for a restart" : "");
+  return srv.exit_code;
 }

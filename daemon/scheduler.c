@@ -19,6 +19,9 @@ struct dashd_sched {
   int running;                             /* a job is executing */
   int quit;
   uv_async_t async;
+  /* DASHD_TEST_FAULT=device-lost: the first computation reports a failed
+   * GPU, for the tests of what the daemon does then (no GPU needed). */
+  int fault_device_lost;
 };
 
 /* A block whose input was not finite keeps its previous result: the
@@ -36,8 +39,15 @@ static void keep_previous_blocks(struct dashd_job *job) {
       memcpy(dst + i * bb, src + i * bb, bb * sizeof(float));
 }
 
-static void run_job(struct dashd_job *job) {
+static void run_job(struct dashd_sched *s, struct dashd_job *job) {
   struct dashd_stack *st = job->stack;
+  if (s->fault_device_lost) {
+    s->fault_device_lost = 0;
+    job->rc = DASH_E_DEVICE_LOST;
+    snprintf(job->message, sizeof(job->message),
+             "injected by DASHD_TEST_FAULT=device-lost");
+    return;
+  }
   float *out = st->results + (size_t)job->slot * st->elems;
   job->rc = dash_roots_execute(st->plan, out, st->snaps[job->snap], st->infos,
                                &job->report);
@@ -63,7 +73,7 @@ static void *worker_main(void *arg) {
     s->running = 1;
     pthread_mutex_unlock(&s->lock);
 
-    run_job(job);
+    run_job(s, job);
 
     pthread_mutex_lock(&s->lock);
     s->running = 0;
@@ -104,6 +114,8 @@ int dashd__sched_create(struct dashd_server *srv, struct dashd_sched **out) {
   if (s == NULL)
     return DASH_E_NOMEM;
   s->srv = srv;
+  const char *fault = secure_getenv("DASHD_TEST_FAULT");
+  s->fault_device_lost = fault != NULL && strcmp(fault, "device-lost") == 0;
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->wake, NULL);
   s->async.data = s;

@@ -293,6 +293,19 @@ void dashd__server_stop(struct dashd_server *srv) {
   uv_timer_start(&srv->stop_timer, on_stop_tick, 0, 20);
 }
 
+void dashd__server_fail(struct dashd_server *srv, int exit_code,
+                        const char *why) {
+  if (srv->exit_code == 0)
+    srv->exit_code = exit_code;
+  dashd__log(DASHD_LOG_ERROR,
+             "%s; disconnecting every client and exiting %d to be restarted",
+             why, exit_code);
+  snprintf(srv->last_status, sizeof(srv->last_status), "failed: %.100s", why);
+  while (srv->sessions != NULL)
+    dashd__session_close(srv->sessions, why);
+  dashd__server_stop(srv);
+}
+
 static void reload(struct dashd_server *srv) {
   if (srv->config_path == NULL) {
     dashd__log(DASHD_LOG_INFO, "SIGHUP: no configuration file to reload");

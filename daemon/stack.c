@@ -12,6 +12,9 @@
 #include "dashd.h"
 #include "log.h"
 
+/* dashd's exit status after the GPU failed (see dashd(8)). */
+static const int kExitDeviceLost = 3;
+
 static void *map_private(size_t bytes) {
   /* Anonymous pages cost nothing until written, so the second snapshot
    * uses memory only once a refresh arrives while one computes. */
@@ -390,5 +393,14 @@ void dashd__stack_job_done(struct dashd_stack *st) {
   env.refresh_done = &done;
   dashd__session_send(st->owner, &env);
 
+  if (job->rc == DASH_E_DEVICE_LOST) {
+    /* No later computation in this process can use the GPU: the clients
+     * are told, and a restarted daemon serves them again. This stack is
+     * freed with its owner's session, so it is not touched after. */
+    char why[300];
+    snprintf(why, sizeof(why), "the GPU failed (%s)", job->message);
+    dashd__server_fail(st->srv, kExitDeviceLost, why);
+    return;
+  }
   try_start(st);
 }

@@ -285,7 +285,11 @@ DASH_API int dash_roots_plan_create(dash_roots_plan **out, size_t num_blocks,
  * @param report  NULL, or receives the execution's diagnostics.
  * @return 0 when every block was handled (look at @p info for per-block
  *         outcomes); ::DASH_E_INVALID for NULL or overlapping buffers;
- *         ::DASH_E_LAPACK or ::DASH_E_CUDA when the backend itself failed.
+ *         ::DASH_E_LAPACK or ::DASH_E_CUDA when the backend itself failed;
+ *         ::DASH_E_DEVICE_LOST when the GPU failed in a way that poisons
+ *         the process's CUDA context (an illegal address, a launch
+ *         failure): every later CUDA call fails, and only a new process
+ *         can use the GPU again.
  */
 DASH_API int dash_roots_execute(dash_roots_plan *plan, float *out,
                                 const float *in, dash_block_info *info,

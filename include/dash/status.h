@@ -43,7 +43,8 @@ extern "C" {
   X(E_NOT_FOUND, -15, "no such object")                          \
   X(E_BAD_MEMORY, -16, "shared memory unusable")                 \
   X(E_VERSION, -17, "version mismatch")                          \
-  X(E_INTERNAL, -18, "internal error")
+  X(E_INTERNAL, -18, "internal error")                           \
+  X(E_DEVICE_LOST, -19, "the GPU failed; restart the process")
 
 /** Status codes; every failure is negative. */
 typedef enum dash_status {

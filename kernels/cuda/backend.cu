@@ -517,9 +517,15 @@ int dash__cuda_execute(struct dash_roots_plan *plan, float *out,
   else
     rc = copy_back(cp, out);
 out:
-  if (rc < 0)
-    /* Nothing queued may touch the caller's buffers after the call. */
-    (void)cudaStreamSynchronize(ctx->stream);
+  if (rc < 0 && rc != DASH_E_DEVICE_LOST) {
+    /* Nothing queued may touch the caller's buffers after the call. A
+     * cuBLAS or cuSOLVER failure can hide a poisoned context, which the
+     * stream then reports. */
+    cudaError_t e = cudaStreamSynchronize(ctx->stream);
+    if (dash__cuda_sticky(e))
+      rc = dash__fail(DASH_E_DEVICE_LOST, "the GPU failed: %s (%s)",
+                      cudaGetErrorName(e), cudaGetErrorString(e));
+  }
   if (prev >= 0 && prev != ctx->device)
     (void)cudaSetDevice(prev);
   return rc;

@@ -35,10 +35,33 @@ int dash__cuda_describe(char *buf, size_t len) {
   return 0;
 }
 
+int dash__cuda_sticky(cudaError_t e) {
+  /* The errors after which the context is corrupt: every later call in
+   * the process fails with them (CUDA runtime documentation). */
+  switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorAssert:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorECCUncorrectable:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
 int dash__cuda_status(cudaError_t e, const char *expr, const char *file,
                       int line) {
   if (e == cudaSuccess)
     return 0;
+  if (dash__cuda_sticky(e))
+    return dash__fail(DASH_E_DEVICE_LOST, "%s failed at %s:%d: %s (%s)", expr,
+                      file, line, cudaGetErrorName(e), cudaGetErrorString(e));
   /* A failed call leaves its error as the "last error"; clear it so the
    * next launch check does not report it again. Sticky errors stay. */
   (void)cudaGetLastError();

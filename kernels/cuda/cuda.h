@@ -35,6 +35,9 @@ int dash__cuda_status(cublasStatus_t e, const char *expr, const char *file,
 int dash__cuda_status(cusolverStatus_t e, const char *expr, const char *file,
                       int line);
 
+/* Non-zero for an error that poisons the context (DASH_E_DEVICE_LOST). */
+int dash__cuda_sticky(cudaError_t e);
+
 /* The plugin's own copy of its last failure message (plugin.cu), for
  * messages that wrap it. */
 const char *dash__cuda_last_message(void);

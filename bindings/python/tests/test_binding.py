@@ -121,6 +121,9 @@ class DaemonCase(unittest.TestCase):
     """Starts dashd on a temporary socket before each test, stops it with
     SIGTERM after, and requires a clean exit."""
 
+    # Extra environment of the daemon (a subclass's fault injection).
+    daemon_env = {}
+
     def setUp(self):
         if not DASHD:
             self.skipTest("DASHD is not set")
@@ -130,7 +133,8 @@ class DaemonCase(unittest.TestCase):
         self.proc = subprocess.Popen(
             [DASHD, "--socket", self.sock, "--threads", "1",
              "--backend", "cpu", "--log-level", "warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, **self.daemon_env))
         self.killed = False
         self.clients = []
         deadline = time.monotonic() + 15
@@ -335,6 +339,35 @@ class StackTest(DaemonCase):
         s.close()
         c.close()
         c.close()
+
+
+class DeviceLostTest(DaemonCase):
+    """A computation that reports a failed GPU (DASH_E_DEVICE_LOST, here
+    injected: no GPU is needed) poisons the daemon's CUDA context for good:
+    its owner learns why, every client is disconnected, and dashd exits 3
+    so that systemd's Restart=on-failure brings up a fresh one."""
+
+    daemon_env = {"DASHD_TEST_FAULT": "device-lost"}
+
+    def test_device_lost_tells_the_owner_disconnects_all_and_exits_3(self):
+        owner, other = self.client(), self.client()
+        s = owner.create_stack(2, 8)
+        s.stats[:] = np.eye(8, dtype=np.float32)
+        s.step(1)
+        with self.assertRaises(dash.DashError) as cm:
+            s.sync(5000)
+        # The owner gets the failure itself, or the disconnection that
+        # follows it at once when the reply lost the race to the close.
+        self.assertIn(cm.exception.name, ("E_DEVICE_LOST", "E_DISCONNECTED"))
+        if cm.exception.name == "E_DEVICE_LOST":
+            self.assertIn("injected", str(cm.exception))
+        self.killed = True              # its exit status is checked here
+        self.assertEqual(self.proc.wait(timeout=15), 3, self._log())
+        with self.assertRaises(dash.DisconnectedError):
+            other.ping()
+        with self.assertRaises(dash.DisconnectedError):
+            s.step(2)
+        self.assertIn("the GPU failed", self._log())
 
 
 if __name__ == "__main__":
