@@ -22,6 +22,7 @@
 enum cfg_type {
   CFG_PATH,      /* char[108]: "" or an absolute socket path */
   CFG_BACKEND,   /* dash_backend */
+  CFG_DEVICE,    /* char[64]: "", an ordinal or GPU-UUID */
   CFG_LOG_LEVEL, /* int, enum dashd_log_level */
   CFG_INT,       /* int in [min, max] */
   CFG_UINT,      /* unsigned in [min, max] */
@@ -53,6 +54,7 @@ struct cfg_key {
 static const struct cfg_key kKeys[] = {
     {"socket", CFG_PATH, OFF(socket_path), "", 0, 0, 0},
     {"backend", CFG_BACKEND, OFF(backend), "auto", 0, 0, 0},
+    {"device", CFG_DEVICE, OFF(device), "", 0, 0, 0},
     {"threads", CFG_INT, OFF(threads), "0", 0, 4096, 0},
     {"log_level", CFG_LOG_LEVEL, OFF(log_level), "info", 0, 0, CFG_RELOAD},
     {"allowed_uids", CFG_UIDS, OFF(allowed_uids), "*", 0, 0, CFG_RELOAD},
@@ -387,6 +389,23 @@ int dashd__config_set(struct dashd_config *c, const char *key,
       memcpy(dst, value, len + 1);
       return 0;
     }
+    case CFG_DEVICE: {
+      /* The name is checked against the GPUs when the daemon starts;
+       * here only its form. */
+      size_t len = strlen(value);
+      char *dst = field(c, k);
+      int ordinal = len > 0 && strspn(value, "0123456789") == len;
+      int uuid = len >= 12 && len < sizeof(c->device) &&
+                 strncmp(value, "GPU-", 4) == 0 &&
+                 strspn(value + 4, "0123456789abcdefABCDEF-") == len - 4;
+      if (len > 0 && !(ordinal && len < 6) && !uuid)
+        return fail(err, err_size, DASH_E_INVALID,
+                    "key '%s': '%s' is neither a device ordinal nor "
+                    "GPU-UUID",
+                    k->name, value);
+      memcpy(dst, value, len + 1);
+      return 0;
+    }
     case CFG_BACKEND: {
       dash_backend b;
       if (dash_backend_parse(value, &b) < 0)
@@ -568,6 +587,7 @@ void dashd__config_dump(const struct dashd_config *c, FILE *f) {
     fprintf(f, "%s = ", k->name);
     switch (k->type) {
       case CFG_PATH:
+      case CFG_DEVICE:
         /* Quoted, so that "" reads back as the empty value. */
         fprintf(f, "\"%s\"", (const char *)p);
         break;

@@ -15,9 +15,12 @@
 struct dashd_config {
   char socket_path[108]; /* "" = the default, resolved by the caller */
   dash_backend backend;  /* "auto" | "cpu" | "cuda"; default auto */
-  int threads;           /* 0 = every core; 0..4096 */
-  int log_level;         /* enum dashd_log_level; default info */
-  int allow_all_uids;    /* allowed_uids = "*" (the default) */
+  /* The GPU of backend cuda: "" (CUDA's first visible device), an
+   * ordinal, or GPU-UUID as nvidia-smi prints it. */
+  char device[64];
+  int threads;        /* 0 = every core; 0..4096 */
+  int log_level;      /* enum dashd_log_level; default info */
+  int allow_all_uids; /* allowed_uids = "*" (the default) */
   unsigned allowed_uids[DASHD_MAX_IDS];
   int n_allowed_uids;
   /* A peer is served when its uid is allowed OR its primary gid is in

@@ -22,6 +22,9 @@ static void usage(FILE *f) {
           "                     /run/dashd/dashd.sock as root, else\n"
           "                     $XDG_RUNTIME_DIR/dashd.sock)\n"
           "  --backend B        auto, cpu or cuda (default auto)\n"
+          "  --device D         the GPU of backend cuda: an ordinal or\n"
+          "                     GPU-UUID as nvidia-smi prints it (default:\n"
+          "                     CUDA's first visible device)\n"
           "  --threads N        CPU threads for the math, 0 = every core\n"
           "                     (default 0)\n"
           "  --config FILE      read key = value settings from FILE; the\n"
@@ -49,6 +52,7 @@ static int parse_cli(int argc, char **argv, struct cli *c) {
   static const struct option opts[] = {
       {"socket", required_argument, NULL, 's'},
       {"backend", required_argument, NULL, 'b'},
+      {"device", required_argument, NULL, 'd'},
       {"threads", required_argument, NULL, 't'},
       {"config", required_argument, NULL, 'c'},
       {"check-config", required_argument, NULL, 'C'},
@@ -65,6 +69,9 @@ static int parse_cli(int argc, char **argv, struct cli *c) {
         break;
       case 'b':
         key = "backend";
+        break;
+      case 'd':
+        key = "device";
         break;
       case 't':
         key = "threads";
@@ -149,6 +156,21 @@ int main(int argc, char **argv) {
     if (mkdir("/run/dashd", 0750) != 0 && errno != EEXIST)
       fprintf(stderr, "dashd: cannot create /run/dashd: %s\n", strerror(errno));
 
+  if (srv.cfg.device[0] != '\0' && srv.cfg.backend == DASH_BACKEND_CPU) {
+    fprintf(stderr, "dashd: device %s needs backend cuda (or auto)\n",
+            srv.cfg.device);
+    return 2;
+  }
+  if (srv.cfg.device[0] != '\0') {
+    /* Plans are made on this (the loop) thread, on its current device;
+     * a device that is not there is a configuration error. */
+    if (dash_roots_cuda_select(srv.cfg.device) < 0) {
+      fprintf(stderr, "dashd: %s\n", dash_last_error());
+      return 2;
+    }
+    if (srv.cfg.backend == DASH_BACKEND_AUTO)
+      srv.cfg.backend = DASH_BACKEND_CUDA;
+  }
   if (srv.cfg.backend == DASH_BACKEND_CUDA && !dash_roots_cuda_available()) {
     fprintf(stderr, "dashd: backend cuda: no CUDA device is present\n");
     return 2;

@@ -325,8 +325,10 @@ static void reload(struct dashd_server *srv) {
     dashd__config_set(&next, srv->cli_pairs[i][0], srv->cli_pairs[i][1], err,
                       sizeof(err));
   if (next.backend == DASH_BACKEND_AUTO)
-    next.backend = DASH_BACKEND_CPU;
+    next.backend = next.device[0] ? DASH_BACKEND_CUDA : DASH_BACKEND_CPU;
   /* What only a restart can change stays as it is, and the log says so. */
+  if (strcmp(next.device, srv->cfg.device) != 0)
+    dashd__log(DASHD_LOG_WARN, "SIGHUP: 'device' changes only on restart");
   if (strcmp(next.socket_path, srv->cfg.socket_path) != 0)
     dashd__log(DASHD_LOG_WARN, "SIGHUP: 'socket' changes only on restart");
   if (next.backend != srv->cfg.backend)
@@ -338,6 +340,7 @@ static void reload(struct dashd_server *srv) {
   snprintf(next.socket_path, sizeof(next.socket_path), "%s",
            srv->cfg.socket_path);
   next.backend = srv->cfg.backend;
+  snprintf(next.device, sizeof(next.device), "%s", srv->cfg.device);
   next.threads = srv->cfg.threads;
   next.max_frame = srv->cfg.max_frame;
   srv->cfg = next;

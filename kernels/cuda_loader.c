@@ -134,6 +134,11 @@ int dash__cuda_describe(char *buf, size_t len) {
   return p != NULL ? p->describe(buf, len) : unavailable();
 }
 
+int dash__cuda_select(const char *device) {
+  const struct dash__cuda_plugin *p = dash__cuda_load_plugin(NULL);
+  return p != NULL ? p->select(device) : unavailable();
+}
+
 int dash__cuda_plan_init(struct dash_roots_plan *plan) {
   const struct dash__cuda_plugin *p = dash__cuda_load_plugin(NULL);
   return p != NULL ? p->plan_init(plan) : unavailable();

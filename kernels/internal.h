@@ -58,6 +58,9 @@ size_t dash__slots_compact(const unsigned char *leave, size_t a,
 int dash__cuda_device_count(void);
 /* "NAME (GPU-UUID)" of the current device; 0 or DASH_E_NO_DEVICE. */
 int dash__cuda_describe(char *buf, size_t len);
+/* Makes the device named by ordinal or UUID (prefix) current; 0,
+ * DASH_E_INVALID or DASH_E_NO_DEVICE. */
+int dash__cuda_select(const char *device);
 /* Makes the plan's device state (context, workspaces) on the current
  * device and resolves AUTO fields for it. */
 int dash__cuda_plan_init(struct dash_roots_plan *plan);
@@ -71,7 +74,7 @@ void dash__cuda_plan_free(struct dash_roots_plan *plan);
 
 /* The plugin's interface, versioned: the loader refuses a plugin of
  * another ABI or one built with other struct layouts. */
-#define DASH_CUDA_PLUGIN_ABI 1
+#define DASH_CUDA_PLUGIN_ABI 2
 #define DASH_CUDA_PLUGIN_SYMBOL "dash_cuda_plugin_v1"
 
 /* What the loader gives the plugin. */
@@ -103,6 +106,7 @@ struct dash__cuda_plugin {
   size_t plan_size, options_size;
   int (*device_count)(void);
   int (*describe)(char *buf, size_t len);
+  int (*select)(const char *device);
   int (*plan_init)(struct dash_roots_plan *plan);
   int (*execute)(struct dash_roots_plan *plan, float *out, const float *in,
                  dash_block_info *info, int on_device, void *stream);

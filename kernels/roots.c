@@ -115,6 +115,13 @@ int dash_roots_cuda_available(void) {
   return dash__cuda_device_count() > 0;
 }
 
+int dash_roots_cuda_select(const char *device) {
+  dash__clear_error();
+  if (device == NULL)
+    return dash__fail(DASH_E_INVALID, "device is NULL");
+  return dash__cuda_select(device);
+}
+
 int dash_roots_cuda_describe(char *buf, size_t len) {
   dash__clear_error();
   if (buf == NULL || len == 0)

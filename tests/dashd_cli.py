@@ -64,6 +64,18 @@ class DaemonCli(unittest.TestCase):
         self.assertEqual(self.run_cmd(DASHD, "--backend", "tpu",
                                       "--socket", self.sock).returncode, 2)
         self.assertEqual(self.run_cmd(DASHCTL, "frobnicate").returncode, 2)
+        # A GPU for the CPU backend, a malformed name, a GPU not there.
+        r = self.run_cmd(DASHD, "--backend", "cpu", "--device", "0",
+                         "--socket", self.sock)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("needs backend cuda", r.stderr)
+        r = self.run_cmd(DASHD, "--device", "gpu0", "--socket", self.sock)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("neither a device ordinal nor GPU-UUID", r.stderr)
+        r = self.run_cmd(DASHD, "--device", "GPU-00000000-0000",
+                         "--socket", self.sock)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("GPU-00000000-0000", r.stderr)
 
     def test_bad_config_names_file_line_and_key(self):
         conf = os.path.join(self.tmp.name, "dashd.conf")

@@ -42,15 +42,11 @@ static void write_file(char *path, size_t size, const char *text) {
 static void changed_config(struct dashd_config *c) {
   char err[256];
   static const char *const kv[][2] = {
-      {"socket", "/run/test/x.sock"},
-      {"backend", "cpu"},
-      {"threads", "3"},
-      {"log_level", "debug"},
-      {"allowed_uids", "7, 8"},
-      {"allowed_gids", "9"},
-      {"max_clients", "5"},
-      {"max_stacks_per_client", "6"},
-      {"max_bytes_per_client", "3G"},
+      {"socket", "/run/test/x.sock"}, {"backend", "cpu"},
+      {"device", "GPU-00112233"},     {"threads", "3"},
+      {"log_level", "debug"},         {"allowed_uids", "7, 8"},
+      {"allowed_gids", "9"},          {"max_clients", "5"},
+      {"max_stacks_per_client", "6"}, {"max_bytes_per_client", "3G"},
       {"max_frame", "64K"},
   };
   memset(c, 0xa5, sizeof(*c));
@@ -65,6 +61,7 @@ static void assert_configs_equal(const struct dashd_config *a,
                                  const struct dashd_config *b) {
   ck_assert_str_eq(a->socket_path, b->socket_path);
   ck_assert_int_eq(a->backend, b->backend);
+  ck_assert_str_eq(a->device, b->device);
   ck_assert_int_eq(a->threads, b->threads);
   ck_assert_int_eq(a->log_level, b->log_level);
   ck_assert_int_eq(a->allow_all_uids, b->allow_all_uids);
@@ -161,6 +158,13 @@ START_TEST(test_config_set_accepts_every_key) {
   ck_assert_int_eq(c.backend, DASH_BACKEND_CPU);
   SET_OK("backend", "auto");
   ck_assert_int_eq(c.backend, DASH_BACKEND_AUTO);
+  SET_OK("device", "1");
+  ck_assert_str_eq(c.device, "1");
+  SET_OK("device", "GPU-5e3c8a1b-0f2d-4c1e-9a7b-1234567890ab");
+  ck_assert_str_eq(c.device, "GPU-5e3c8a1b-0f2d-4c1e-9a7b-1234567890ab");
+  SET_OK("device", "GPU-5E3C8A1B");
+  SET_OK("device", "");
+  ck_assert_str_eq(c.device, "");
   SET_OK("threads", "4096");
   ck_assert_int_eq(c.threads, 4096);
   SET_OK("threads", "0");
@@ -287,7 +291,7 @@ START_TEST(test_config_dump_reads_back) {
     ck_assert_ptr_nonnull(f);
     dashd__config_dump(&a, f);
     ck_assert_int_eq(fclose(f), 0);
-    ck_assert_int_eq(count_lines(text), 10); /* one line per key */
+    ck_assert_int_eq(count_lines(text), 11); /* one line per key */
     if (round == 0) {
       ck_assert_ptr_nonnull(strstr(text, "socket = \"\"\n"));
       ck_assert_ptr_nonnull(strstr(text, "allowed_uids = \"*\"\n"));
@@ -399,6 +403,15 @@ static const struct {
     {"= 4", "empty key before '='"},
     {"   =", "empty key before '='"},
     {"threads = abc", "key 'threads': 'abc' is not a number"},
+    {"device = gpu0",
+     "key 'device': 'gpu0' is neither a device ordinal nor "
+     "GPU-UUID"},
+    {"device = GPU-12",
+     "key 'device': 'GPU-12' is neither a device ordinal "
+     "nor GPU-UUID"},
+    {"device = 0x1",
+     "key 'device': '0x1' is neither a device ordinal nor "
+     "GPU-UUID"},
     {"threads = 4 # four", "key 'threads': '4 # four' is not a number"},
     {"threads =", "key 'threads': '' is not a number"},
     {"threads = 0x10", "key 'threads': '0x10' is not a number"},

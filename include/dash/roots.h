@@ -385,6 +385,19 @@ DASH_API int dash_roots_cuda_available(void);
  */
 DASH_API int dash_roots_cuda_describe(char *buf, size_t len);
 
+/**
+ * Makes a CUDA device current on the calling thread, so that plans made on
+ * it afterwards compute there.
+ *
+ * @param device  an ordinal ("0", "1", …, as CUDA numbers the visible
+ *                devices) or a UUID as nvidia-smi prints it
+ *                ("GPU-5e3c…"; a unique prefix of at least 8 characters
+ *                after "GPU-" will do).
+ * @return 0; ::DASH_E_INVALID for NULL or a malformed name;
+ *         ::DASH_E_NO_DEVICE when no such device is present (or no CUDA).
+ */
+DASH_API int dash_roots_cuda_select(const char *device);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,9 @@
 /* The CUDA backend's context: device discovery, handles, the plan's
  * stream, error mapping and the row-major batched GEMM every method uses. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "cuda.h"
 
@@ -15,6 +18,16 @@ int dash__cuda_device_count(void) {
   return count;
 }
 
+/* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", as nvidia-smi prints it. */
+static void uuid_text(const cudaUUID_t *id, char *buf, size_t len) {
+  const unsigned char *u = (const unsigned char *)id->bytes;
+  snprintf(buf, len,
+           "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+           "%02x%02x%02x%02x%02x%02x",
+           u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10],
+           u[11], u[12], u[13], u[14], u[15]);
+}
+
 int dash__cuda_describe(char *buf, size_t len) {
   int device = 0;
   cudaDeviceProp prop;
@@ -26,12 +39,64 @@ int dash__cuda_describe(char *buf, size_t len) {
     return dash__fail(DASH_E_NO_DEVICE, "CUDA device %d does not answer",
                       device);
   }
-  const unsigned char *u = (const unsigned char *)prop.uuid.bytes;
-  snprintf(buf, len,
-           "%s (GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-           "%02x%02x%02x%02x%02x%02x)",
-           prop.name, u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8],
-           u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+  char uuid[64];
+  uuid_text(&prop.uuid, uuid, sizeof(uuid));
+  snprintf(buf, len, "%s (%s)", prop.name, uuid);
+  return 0;
+}
+
+int dash__cuda_select(const char *device) {
+  int count = dash__cuda_device_count(), found = -1, matches = 0;
+  if (device == NULL || device[0] == '\0')
+    return dash__fail(DASH_E_INVALID, "device name is empty");
+  if (count <= 0)
+    return dash__fail(DASH_E_NO_DEVICE, "device %s: no CUDA device is present",
+                      device);
+  if (device[0] >= '0' && device[0] <= '9') {
+    char *end = NULL;
+    long n = strtol(device, &end, 10);
+    if (*end != '\0')
+      return dash__fail(DASH_E_INVALID,
+                        "device '%s' is neither an ordinal nor GPU-UUID",
+                        device);
+    if (n >= count)
+      return dash__fail(DASH_E_NO_DEVICE,
+                        "device %ld: only %d CUDA device(s) are visible", n,
+                        count);
+    found = (int)n;
+  } else {
+    size_t len = strlen(device);
+    if (strncmp(device, "GPU-", 4) != 0 || len < 12)
+      return dash__fail(DASH_E_INVALID,
+                        "device '%s' is neither an ordinal nor GPU-UUID "
+                        "(at least 8 characters after GPU-)",
+                        device);
+    for (int i = 0; i < count; i++) {
+      cudaDeviceProp prop;
+      char text[64];
+      if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+        (void)cudaGetLastError();
+        continue;
+      }
+      uuid_text(&prop.uuid, text, sizeof(text));
+      if (strncasecmp(text, device, len) == 0) {
+        found = i;
+        matches++;
+      }
+    }
+    if (matches > 1)
+      return dash__fail(DASH_E_INVALID, "device %s names %d GPUs", device,
+                        matches);
+    if (found < 0)
+      return dash__fail(DASH_E_NO_DEVICE, "no visible GPU has the UUID %s",
+                        device);
+  }
+  cudaError_t e = cudaSetDevice(found);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return dash__fail(DASH_E_NO_DEVICE, "device %s: cudaSetDevice(%d): %s",
+                      device, found, cudaGetErrorString(e));
+  }
   return 0;
 }
 

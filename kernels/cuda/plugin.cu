@@ -35,15 +35,12 @@ static const struct dash__cuda_tools kTools = {
     dash__bench_cuda_free,  dash__bench_cuda_upload,  dash__bench_cuda_download,
     dash__bench_cuda_sync,  dash__bench_cuda_roofline};
 
-static const struct dash__cuda_plugin kPlugin = {DASH_CUDA_PLUGIN_ABI,
-                                                 sizeof(struct dash_roots_plan),
-                                                 sizeof(dash_roots_options),
-                                                 dash__cuda_device_count,
-                                                 dash__cuda_describe,
-                                                 dash__cuda_plan_init,
-                                                 dash__cuda_execute,
-                                                 dash__cuda_plan_free,
-                                                 &kTools};
+static const struct dash__cuda_plugin kPlugin = {
+    DASH_CUDA_PLUGIN_ABI,       sizeof(struct dash_roots_plan),
+    sizeof(dash_roots_options), dash__cuda_device_count,
+    dash__cuda_describe,        dash__cuda_select,
+    dash__cuda_plan_init,       dash__cuda_execute,
+    dash__cuda_plan_free,       &kTools};
 
 extern "C" __attribute__((visibility("default")))
 const struct dash__cuda_plugin *
