@@ -60,6 +60,12 @@ struct dashd_stack {
 
   int computing; /* snapshot being computed, or -1 */
   int pending;   /* snapshot waiting, or -1 */
+  /* A large snapshot is copied on libuv's thread pool, so the loop keeps
+   * serving other clients; the Refresh reply waits for the copy. */
+  uv_work_t copy;
+  int copying; /* snapshot being copied, or -1 */
+  uint64_t copy_request_id;
+  int copy_coalesced, copy_behind;
   uint64_t snap_step[2];
   int held;  /* slot the client holds, or -1 */
   int ready; /* newest unadopted slot, or -1 */
@@ -167,8 +173,12 @@ void dashd__session_send(struct dashd_session *s, Dashpb__Envelope *env);
 int dashd__stack_register(struct dashd_session *s,
                           const Dashpb__RegisterStack *req, int *fds, int nfds,
                           uint64_t *id_out, char *err, size_t err_size);
-int dashd__stack_refresh(struct dashd_stack *st, uint64_t step, int *coalesced,
-                         int *queued_behind);
+/* Takes the snapshot of a Refresh (request_id) and replies to it: at once
+ * for a small stack, after the copy on the thread pool for a large one.
+ * Returns 0, or DASH_E_INVALID (nothing sent) while an earlier Refresh of
+ * the stack is still being copied. */
+int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
+                         uint64_t request_id);
 /* Hands the newest finished result to the client; 1 when one was
  * handed over. */
 int dashd__stack_sync(struct dashd_stack *st);

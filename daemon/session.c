@@ -191,16 +191,10 @@ static void handle_refresh(struct dashd_session *s,
       own_stack(s, req->request_id, req->refresh->stack_id);
   if (st == NULL)
     return;
-  int coalesced, behind;
-  dashd__stack_refresh(st, req->refresh->step, &coalesced, &behind);
-  Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
-  Dashpb__RefreshReply rr = DASHPB__REFRESH_REPLY__INIT;
-  rr.coalesced = coalesced;
-  rr.queued_behind = behind;
-  env.request_id = req->request_id;
-  env.body_case = DASHPB__ENVELOPE__BODY_REFRESH_REPLY;
-  env.refresh_reply = &rr;
-  dashd__session_send(s, &env);
+  if (dashd__stack_refresh(st, req->refresh->step, req->request_id) < 0)
+    reply_status(s, req->request_id, DASH_E_INVALID,
+                 "a Refresh of this stack is still being taken; wait for "
+                 "its reply");
 }
 
 static void handle_sync(struct dashd_session *s, const Dashpb__Envelope *req) {

@@ -164,7 +164,7 @@ int dashd__stack_register(struct dashd_session *s,
   st->b = (size_t)o->block_size;
   st->elems = elems;
   st->bytes = cost;
-  st->computing = st->pending = st->held = st->ready = -1;
+  st->computing = st->pending = st->held = st->ready = st->copying = -1;
   options_from_pb(o, &srv->cfg, &st->opts);
 
   void *p;
@@ -251,26 +251,84 @@ static void try_start(struct dashd_stack *st) {
   dashd__sched_submit(st->srv->sched, &st->job);
 }
 
-int dashd__stack_refresh(struct dashd_stack *st, uint64_t step, int *coalesced,
-                         int *queued_behind) {
+/* Snapshots up to this size are copied on the loop thread (a few hundred
+ * microseconds); larger ones on the thread pool, so that one trainer's
+ * big stack does not stall every other client's requests. */
+static const size_t kInlineCopyBytes = (size_t)4 << 20;
+
+static void reply_refresh(struct dashd_stack *st, uint64_t request_id,
+                          int coalesced, int behind) {
+  Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+  Dashpb__RefreshReply rr = DASHPB__REFRESH_REPLY__INIT;
+  rr.coalesced = coalesced;
+  rr.queued_behind = behind;
+  env.request_id = request_id;
+  env.body_case = DASHPB__ENVELOPE__BODY_REFRESH_REPLY;
+  env.refresh_reply = &rr;
+  dashd__session_send(st->owner, &env);
+}
+
+static void stack_remove_from_server(struct dashd_server *srv,
+                                     struct dashd_stack *st);
+
+static void copy_work(uv_work_t *w) {
+  struct dashd_stack *st = w->data;
+  memcpy(st->snaps[st->copying], st->stats, st->elems * sizeof(float));
+}
+
+static void copy_done(uv_work_t *w, int status) {
+  struct dashd_stack *st = w->data;
+  int snap = st->copying;
+  st->copying = -1;
+  if (st->owner == NULL) {
+    /* The owner let go while the copy ran. */
+    if (st->computing < 0) {
+      stack_remove_from_server(st->srv, st);
+      stack_free(st);
+    }
+    return;
+  }
+  st->pending = snap;
+  reply_refresh(st, st->copy_request_id, st->copy_coalesced, st->copy_behind);
+  try_start(st);
+}
+
+int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
+                         uint64_t request_id) {
   size_t bytes = st->elems * sizeof(float);
+  if (st->copying >= 0)
+    return DASH_E_INVALID;
   st->refreshes++;
   st->last_step_requested = step;
-  *queued_behind = st->computing >= 0;
-  *coalesced = st->pending >= 0;
-  if (*coalesced) {
+  int behind = st->computing >= 0;
+  int coalesced = st->pending >= 0;
+  if (coalesced) {
     st->coalesced++;
     st->srv->metrics.coalesced++;
   }
   /* The buffer the worker is not reading: a waiting snapshot is replaced
-   * by this newer one (invariant 4). The trainer waits in dash_step while
-   * this copy runs and writes its statistics only after the reply, so the
-   * snapshot is consistent (invariant 1). */
+   * by this newer one (invariant 4). The trainer waits in dash_step until
+   * the reply, which comes after the copy, and writes its statistics only
+   * then, so the snapshot is consistent (invariant 1). */
   int snap = st->computing >= 0 ? 1 - st->computing
                                 : (st->pending >= 0 ? st->pending : 0);
-  memcpy(st->snaps[snap], st->stats, bytes);
   st->snap_step[snap] = step;
+  if (bytes > kInlineCopyBytes) {
+    /* The waiting snapshot is being overwritten: it must not start. */
+    st->pending = -1;
+    st->copying = snap;
+    st->copy_request_id = request_id;
+    st->copy_coalesced = coalesced;
+    st->copy_behind = behind;
+    st->copy.data = st;
+    if (uv_queue_work(st->srv->loop, &st->copy, copy_work, copy_done) == 0)
+      return 0;
+    /* No thread pool: copy here after all. */
+    st->copying = -1;
+  }
+  memcpy(st->snaps[snap], st->stats, bytes);
   st->pending = snap;
+  reply_refresh(st, request_id, coalesced, behind);
   try_start(st);
   return 0;
 }
@@ -315,8 +373,8 @@ void dashd__stack_release(struct dashd_stack *st) {
   struct dashd_server *srv = st->srv;
   stack_unlink(st);
   st->pending = -1;
-  if (st->computing >= 0)
-    return; /* freed by dashd__stack_job_done */
+  if (st->computing >= 0 || st->copying >= 0)
+    return; /* freed by dashd__stack_job_done or copy_done */
   stack_remove_from_server(srv, st);
   dashd__log(DASHD_LOG_DEBUG, "stack %llu freed", (unsigned long long)st->id);
   stack_free(st);
@@ -365,9 +423,12 @@ void dashd__stack_job_done(struct dashd_stack *st) {
   }
 
   if (st->owner == NULL) {
-    /* The owner let go while this computed. */
-    stack_remove_from_server(st->srv, st);
-    stack_free(st);
+    /* The owner let go while this computed; a copy still running frees
+     * it when it ends. */
+    if (st->copying < 0) {
+      stack_remove_from_server(st->srv, st);
+      stack_free(st);
+    }
     return;
   }
 

@@ -1601,6 +1601,97 @@ START_TEST(test_daemon_rejects_unknown_message) {
 }
 END_TEST
 
+/* A Refresh of a large stack copies its snapshot off the loop thread:
+ * while one client's 256 MiB snapshot is being taken, another client's
+ * Ping is answered first. With the copy on the loop thread the Ping would
+ * wait for it (its reply would come after the Refresh reply). A second
+ * Refresh of the same stack before the first one's reply is refused, the
+ * stack and the daemon unharmed. */
+START_TEST(test_daemon_large_snapshot_keeps_others_served) {
+  const uint64_t n = 64, b = 1024; /* 256 MiB of statistics */
+  daemon_proc d;
+  raw_conn big, other;
+  DAEMON_START(&d, 1);
+  raw_open_hello(&big, d.sock);
+  raw_open_hello(&other, d.sock);
+
+  Dashpb__Envelope env;
+  Dashpb__RegisterStack reg;
+  Dashpb__StackOptions o;
+  env_register(&env, &reg, &o, n, b);
+  o.eps = 0.0; /* zero blocks without a ridge: a zero root, no math */
+  int fds[2] = {make_memfd(reg.stats_bytes, 1),
+                make_memfd(reg.result_bytes, 1)};
+  /* Written pages, so that the daemon's copy really moves 256 MiB; zero
+   * blocks, so that the computation after it costs nothing. */
+  void *stats = mmap(NULL, reg.stats_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+                     fds[0], 0);
+  ck_assert_ptr_ne(stats, MAP_FAILED);
+  memset(stats, 0, reg.stats_bytes);
+  Dashpb__Envelope *rep = raw_request(&big, &env, fds, 2);
+  close(fds[0]);
+  close(fds[1]);
+  ck_assert_int_eq(rep->status, 0);
+  uint64_t id = rep->register_stack_reply->stack_id;
+  dashpb__envelope__free_unpacked(rep, NULL);
+
+  int served_first = 0;
+  for (int attempt = 0; attempt < 3 && !served_first; attempt++) {
+    Dashpb__Envelope rq = DASHPB__ENVELOPE__INIT;
+    Dashpb__Refresh rf = DASHPB__REFRESH__INIT;
+    rf.stack_id = id;
+    rf.step = (uint64_t)attempt + 1;
+    rq.version = DASH_WIRE_VERSION;
+    rq.request_id = big.next_id++;
+    rq.body_case = DASHPB__ENVELOPE__BODY_REFRESH;
+    rq.refresh = &rf;
+    ck_assert_int_eq(dash__wire_send(big.fd, &rq, NULL, 0), 0);
+    /* The daemon has read the Refresh and is copying when the Ping
+     * comes (a copy of 256 MiB takes tens of milliseconds). */
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    /* A second Refresh before the first one's reply: refused. */
+    Dashpb__Envelope again = rq;
+    again.request_id = big.next_id++;
+    ck_assert_int_eq(dash__wire_send(big.fd, &again, NULL, 0), 0);
+    raw_expect_ping(&other, 0, NULL, 0, "ping during a big refresh");
+    /* What `big` has received by now: the refusal, and the Refresh's
+     * reply only if the copy already ended. Then the rest. */
+    int got_ok = 0, got_refused = 0, ok_before_ping = 0;
+    for (int waiting = 0; got_ok + got_refused < 2;) {
+      Dashpb__Envelope *r2;
+      /* 1 ms, not 0: raw_next reads the socket only when it may wait. */
+      int got = raw_next(&big, waiting ? REPLY_DEADLINE_MS : 1, &r2);
+      if (got == DASH_E_TIMEOUT && !waiting) {
+        waiting = 1; /* nothing more yet: from now on, wait */
+        continue;
+      }
+      ck_assert_int_eq(got, 1);
+      if (r2->request_id == rq.request_id) {
+        ck_assert_int_eq(r2->status, 0);
+        ok_before_ping = !waiting;
+        got_ok++;
+      } else if (r2->request_id == again.request_id) {
+        ck_assert_int_eq(r2->status, DASH_E_INVALID);
+        ck_assert_ptr_nonnull(strstr(r2->message, "still being taken"));
+        got_refused++;
+      }
+      dashpb__envelope__free_unpacked(r2, NULL);
+    }
+    served_first = !ok_before_ping;
+    fprintf(stderr, "  attempt %d: ping answered %s the big refresh\n", attempt,
+            served_first ? "before" : "after");
+  }
+  ck_assert_msg(served_first,
+                "another client's Ping waited for a large snapshot copy");
+  munmap(stats, reg.stats_bytes);
+  raw_close(&other);
+  raw_close(&big);
+  check_daemon_serves(&d);
+  daemon_stop(&d);
+}
+END_TEST
+
 START_TEST(test_daemon_rejects_unknown_stack_id) {
   daemon_proc d;
   raw_conn r;
@@ -2104,6 +2195,7 @@ static Suite *daemon_suite(void) {
   tcase_add_test(tc, test_daemon_survives_random_bytes);
   tcase_add_test(tc, test_daemon_rejects_unknown_message);
   tcase_add_test(tc, test_daemon_rejects_unknown_stack_id);
+  tcase_add_test(tc, test_daemon_large_snapshot_keeps_others_served);
   tcase_add_test(tc, test_daemon_rejects_other_clients_stack);
   tcase_add_test(tc, test_daemon_rejects_bad_memory);
   tcase_add_test(tc, test_daemon_rejects_extra_fds);
