@@ -165,7 +165,12 @@ int main(int argc, char **argv) {
     /* Plans are made on this (the loop) thread, on its current device;
      * a device that is not there is a configuration error. */
     if (dash_roots_cuda_select(srv.cfg.device) < 0) {
-      fprintf(stderr, "dashd: %s\n", dash_last_error());
+      const char *why = dash_last_error();
+      /* The reason names the device unless it is about CUDA itself. */
+      if (strstr(why, srv.cfg.device) != NULL)
+        fprintf(stderr, "dashd: %s\n", why);
+      else
+        fprintf(stderr, "dashd: device %s: %s\n", srv.cfg.device, why);
       return 2;
     }
     if (srv.cfg.backend == DASH_BACKEND_AUTO)
