@@ -24,6 +24,7 @@ enum cfg_type {
   CFG_BACKEND,   /* dash_backend */
   CFG_DEVICE,    /* char[64]: "", an ordinal or GPU-UUID */
   CFG_LOG_LEVEL, /* int, enum dashd_log_level */
+  CFG_PRIORITY,  /* int: 0 "low", 1 "high" */
   CFG_INT,       /* int in [min, max] */
   CFG_UINT,      /* unsigned in [min, max] */
   CFG_U64,       /* uint64_t in [min, max] */
@@ -55,6 +56,7 @@ static const struct cfg_key kKeys[] = {
     {"socket", CFG_PATH, OFF(socket_path), "", 0, 0, 0},
     {"backend", CFG_BACKEND, OFF(backend), "auto", 0, 0, 0},
     {"device", CFG_DEVICE, OFF(device), "", 0, 0, 0},
+    {"stream_priority", CFG_PRIORITY, OFF(stream_priority), "low", 0, 0, 0},
     {"threads", CFG_INT, OFF(threads), "0", 0, 4096, 0},
     {"log_level", CFG_LOG_LEVEL, OFF(log_level), "info", 0, 0, CFG_RELOAD},
     {"allowed_uids", CFG_UIDS, OFF(allowed_uids), "*", 0, 0, CFG_RELOAD},
@@ -424,6 +426,14 @@ int dashd__config_set(struct dashd_config *c, const char *key,
       *(int *)field(c, k) = level;
       return 0;
     }
+    case CFG_PRIORITY: {
+      int high = strcmp(value, "high") == 0;
+      if (!high && strcmp(value, "low") != 0)
+        return fail(err, err_size, DASH_E_INVALID,
+                    "key '%s': '%s' is not one of low, high", k->name, value);
+      *(int *)field(c, k) = high;
+      return 0;
+    }
     case CFG_INT:
     case CFG_UINT:
     case CFG_U64:
@@ -601,6 +611,9 @@ void dashd__config_dump(const struct dashd_config *c, FILE *f) {
         fputs(name != NULL ? name : "?", f);
         break;
       }
+      case CFG_PRIORITY:
+        fputs(*(const int *)p ? "high" : "low", f);
+        break;
       case CFG_INT:
         fprintf(f, "%d", *(const int *)p);
         break;

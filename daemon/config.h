@@ -18,6 +18,9 @@ struct dashd_config {
   /* The GPU of backend cuda: "" (CUDA's first visible device), an
    * ordinal, or GPU-UUID as nvidia-smi prints it. */
   char device[64];
+  /* The CUDA stream's priority on the GPU: 0 "low" (default: the
+   * trainers' kernels on the same GPU go first) or 1 "high". */
+  int stream_priority;
   int threads;        /* 0 = every core; 0..4096 */
   int log_level;      /* enum dashd_log_level; default info */
   int allow_all_uids; /* allowed_uids = "*" (the default) */

@@ -86,6 +86,7 @@ static int options_from_pb(const Dashpb__StackOptions *o,
   ro->fallback = (dash_fallback)o->fallback;
   ro->backend = cfg->backend;
   ro->threads = cfg->threads;
+  ro->stream_priority = cfg->stream_priority;
   return 0;
 }
 

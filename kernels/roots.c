@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,9 +140,9 @@ static int check_range_int(const char *field, int v, int lo, int hi) {
 
 static int check_options(const dash_roots_options *o) {
   int rc;
-  if (o->version != DASH_ROOTS_OPTIONS_VERSION)
+  if (o->version < 1 || o->version > DASH_ROOTS_OPTIONS_VERSION)
     return dash__fail(DASH_E_INVALID,
-                      "options version %u, this library expects %u "
+                      "options version %u, this library knows 1 to %u "
                       "(start from DASH_ROOTS_OPTIONS_INIT)",
                       o->version, DASH_ROOTS_OPTIONS_VERSION);
   if (dash_method_name(o->method) == NULL)
@@ -180,6 +181,30 @@ static int check_options(const dash_roots_options *o) {
     return rc;
   if ((rc = check_range_int("threads", o->threads, 0, 4096)) < 0)
     return rc;
+  if ((rc = check_range_int("stream_priority", o->stream_priority, 0, 1)) < 0)
+    return rc;
+  return 0;
+}
+
+/* The caller's options as this version of the library reads them: a
+ * struct of an older version ends earlier, so only its own fields are
+ * read, and the later ones keep their defaults. */
+static int read_options(const dash_roots_options *opts, dash_roots_options *o) {
+  static const dash_roots_options defaults = DASH_ROOTS_OPTIONS_INIT;
+  *o = defaults;
+  if (opts == NULL)
+    return 0;
+  if (opts->version == 1) {
+    memcpy(o, opts, offsetof(dash_roots_options, stream_priority));
+    o->version = DASH_ROOTS_OPTIONS_VERSION;
+    return 0;
+  }
+  if (opts->version != DASH_ROOTS_OPTIONS_VERSION)
+    return dash__fail(DASH_E_INVALID,
+                      "options version %u, this library knows 1 to %u "
+                      "(start from DASH_ROOTS_OPTIONS_INIT)",
+                      opts->version, DASH_ROOTS_OPTIONS_VERSION);
+  *o = *opts;
   return 0;
 }
 
@@ -237,15 +262,14 @@ static int is_cuda(const struct dash_roots_plan *plan) {
 
 int dash_roots_plan_create(dash_roots_plan **out, size_t num_blocks,
                            size_t block_size, const dash_roots_options *opts) {
-  static const dash_roots_options defaults = DASH_ROOTS_OPTIONS_INIT;
   struct dash_roots_plan *plan = NULL;
   int rc;
 
   dash__clear_error();
   if (out == NULL)
     return dash__fail(DASH_E_INVALID, "out is NULL");
-  dash_roots_options o = opts ? *opts : defaults;
-  if ((rc = check_options(&o)) < 0)
+  dash_roots_options o;
+  if ((rc = read_options(opts, &o)) < 0 || (rc = check_options(&o)) < 0)
     return rc;
   if ((rc = dash_roots_check_shape(num_blocks, block_size)) < 0)
     return rc;

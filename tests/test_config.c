@@ -42,11 +42,17 @@ static void write_file(char *path, size_t size, const char *text) {
 static void changed_config(struct dashd_config *c) {
   char err[256];
   static const char *const kv[][2] = {
-      {"socket", "/run/test/x.sock"}, {"backend", "cpu"},
-      {"device", "GPU-00112233"},     {"threads", "3"},
-      {"log_level", "debug"},         {"allowed_uids", "7, 8"},
-      {"allowed_gids", "9"},          {"max_clients", "5"},
-      {"max_stacks_per_client", "6"}, {"max_bytes_per_client", "3G"},
+      {"socket", "/run/test/x.sock"},
+      {"backend", "cpu"},
+      {"device", "GPU-00112233"},
+      {"stream_priority", "high"},
+      {"threads", "3"},
+      {"log_level", "debug"},
+      {"allowed_uids", "7, 8"},
+      {"allowed_gids", "9"},
+      {"max_clients", "5"},
+      {"max_stacks_per_client", "6"},
+      {"max_bytes_per_client", "3G"},
       {"max_frame", "64K"},
   };
   memset(c, 0xa5, sizeof(*c));
@@ -62,6 +68,7 @@ static void assert_configs_equal(const struct dashd_config *a,
   ck_assert_str_eq(a->socket_path, b->socket_path);
   ck_assert_int_eq(a->backend, b->backend);
   ck_assert_str_eq(a->device, b->device);
+  ck_assert_int_eq(a->stream_priority, b->stream_priority);
   ck_assert_int_eq(a->threads, b->threads);
   ck_assert_int_eq(a->log_level, b->log_level);
   ck_assert_int_eq(a->allow_all_uids, b->allow_all_uids);
@@ -165,6 +172,10 @@ START_TEST(test_config_set_accepts_every_key) {
   SET_OK("device", "GPU-5E3C8A1B");
   SET_OK("device", "");
   ck_assert_str_eq(c.device, "");
+  SET_OK("stream_priority", "high");
+  ck_assert_int_eq(c.stream_priority, 1);
+  SET_OK("stream_priority", "low");
+  ck_assert_int_eq(c.stream_priority, 0);
   SET_OK("threads", "4096");
   ck_assert_int_eq(c.threads, 4096);
   SET_OK("threads", "0");
@@ -291,7 +302,7 @@ START_TEST(test_config_dump_reads_back) {
     ck_assert_ptr_nonnull(f);
     dashd__config_dump(&a, f);
     ck_assert_int_eq(fclose(f), 0);
-    ck_assert_int_eq(count_lines(text), 11); /* one line per key */
+    ck_assert_int_eq(count_lines(text), 12); /* one line per key */
     if (round == 0) {
       ck_assert_ptr_nonnull(strstr(text, "socket = \"\"\n"));
       ck_assert_ptr_nonnull(strstr(text, "allowed_uids = \"*\"\n"));
@@ -403,6 +414,8 @@ static const struct {
     {"= 4", "empty key before '='"},
     {"   =", "empty key before '='"},
     {"threads = abc", "key 'threads': 'abc' is not a number"},
+    {"stream_priority = medium",
+     "key 'stream_priority': 'medium' is not one of low, high"},
     {"device = gpu0",
      "key 'device': 'gpu0' is neither a device ordinal nor "
      "GPU-UUID"},

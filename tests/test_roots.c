@@ -11,6 +11,7 @@
  * is from its tolerance. */
 #include <check.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1251,6 +1252,8 @@ BAD(power_vectors_big, o->power_vectors = 257)
 BAD(cheb_degree0, o->cheb_degree = 0)
 BAD(cheb_degree_big, o->cheb_degree = 201)
 BAD(threads_neg, o->threads = -1)
+BAD(stream_priority, o->stream_priority = 2)
+BAD(stream_priority_neg, o->stream_priority = -1)
 BAD(ndb_root3, (o->method = DASH_METHOD_NEWTON_DB, o->root = 3))
 BAD(cn_root8, (o->method = DASH_METHOD_COUPLED_NEWTON, o->root = 8))
 BAD(cheb_root1, (o->method = DASH_METHOD_CHEBYSHEV, o->root = 1))
@@ -1284,11 +1287,36 @@ static const struct bad_option kBadOptions[] = {
     {"cheb_degree", DASH_E_INVALID, bad_cheb_degree0},
     {"cheb_degree", DASH_E_INVALID, bad_cheb_degree_big},
     {"threads", DASH_E_INVALID, bad_threads_neg},
+    {"stream_priority", DASH_E_INVALID, bad_stream_priority},
+    {"stream_priority", DASH_E_INVALID, bad_stream_priority_neg},
     {"root", DASH_E_UNSUPPORTED, bad_ndb_root3},
     {"root", DASH_E_UNSUPPORTED, bad_cn_root8},
     {"root", DASH_E_UNSUPPORTED, bad_cheb_root1},
 };
 #define BAD_OPTION_COUNT (int)(sizeof(kBadOptions) / sizeof(kBadOptions[0]))
+
+/* A caller built against version 1 of the options passes a struct that
+ * ends before stream_priority: the library reads no further (here the
+ * bytes after it hold garbage) and uses the default there. */
+START_TEST(test_roots_reads_version_1_options) {
+  struct {
+    dash_roots_options o;
+    char tail[16];
+  } v1;
+  memset(&v1, 0xa5, sizeof(v1));
+  dash_roots_options init = DASH_ROOTS_OPTIONS_INIT;
+  memcpy(&v1.o, &init, offsetof(dash_roots_options, stream_priority));
+  v1.o.version = 1;
+  v1.o.method = DASH_METHOD_EVD;
+  dash_roots_plan *plan = NULL;
+  ck_assert_int_eq(dash_roots_plan_create(&plan, 2, 8, &v1.o), 0);
+  const dash_roots_options *got = dash_roots_plan_options(plan);
+  ck_assert_uint_eq(got->version, DASH_ROOTS_OPTIONS_VERSION);
+  ck_assert_int_eq(got->method, DASH_METHOD_EVD);
+  ck_assert_int_eq(got->stream_priority, 0);
+  dash_roots_plan_destroy(plan);
+}
+END_TEST
 
 START_TEST(test_roots_rejects_bad_options) {
   const struct bad_option *bad = &kBadOptions[_i];
@@ -1513,6 +1541,7 @@ static Suite *roots_suite(void) {
   tcase_add_test(tc, test_roots_rejects_empty_shapes);
   tcase_add_test(tc, test_roots_rejects_oversized_shapes);
   tcase_add_loop_test(tc, test_roots_rejects_bad_options, 0, BAD_OPTION_COUNT);
+  tcase_add_test(tc, test_roots_reads_version_1_options);
   tcase_add_test(tc, test_roots_cuda_backend_without_device_fails);
   tcase_add_test(tc, test_roots_execute_rejects_null_and_overlap);
   tcase_add_test(tc, test_roots_enum_names_round_trip);

@@ -136,7 +136,7 @@ typedef enum dash_block_status {
 #define DASH_ROOTS_MAX_BYTES ((uint64_t)64 << 30)
 
 /** Version of ::dash_roots_options this header describes. */
-#define DASH_ROOTS_OPTIONS_VERSION 1
+#define DASH_ROOTS_OPTIONS_VERSION 2
 
 /**
  * Options of a root computation. Always start from
@@ -188,14 +188,20 @@ typedef struct dash_roots_options {
   int threads;
   /** Seed of the power-iteration start vectors. Default 0x5eed. */
   uint64_t seed;
+  /** CUDA: the priority of the plan's stream among the device's streams:
+   *  0 the lowest, so that a trainer's own kernels on the same GPU run
+   *  first (DESIGN.md); 1 the highest. The CPU backend ignores it.
+   *  Default 0. Since version 2: a version-1 struct, which ends before
+   *  this field, is read as far as it goes and gets the default here. */
+  int stream_priority;
 } dash_roots_options;
 
 /** Initializer of ::dash_roots_options holding every default. */
-#define DASH_ROOTS_OPTIONS_INIT                                             \
-  {                                                                         \
-    DASH_ROOTS_OPTIONS_VERSION, DASH_METHOD_NEWTON_DB,                      \
-        DASH_SCALING_POWER_ITER, DASH_BACKEND_CPU, DASH_PRECISION_FP32, 4,  \
-        1e-10, 10, 1e-3, 10, 2.0, 16, 20, DASH_FALLBACK_DIVERGED, 0, 0x5eed \
+#define DASH_ROOTS_OPTIONS_INIT                                                \
+  {                                                                            \
+    DASH_ROOTS_OPTIONS_VERSION, DASH_METHOD_NEWTON_DB,                         \
+        DASH_SCALING_POWER_ITER, DASH_BACKEND_CPU, DASH_PRECISION_FP32, 4,     \
+        1e-10, 10, 1e-3, 10, 2.0, 16, 20, DASH_FALLBACK_DIVERGED, 0, 0x5eed, 0 \
   }
 
 /** Diagnostics of one block. */

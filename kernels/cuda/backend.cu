@@ -92,7 +92,7 @@ int dash__cuda_plan_init(struct dash_roots_plan *plan) {
     const size_t n = cp->n, b = cp->b, nn = b * b, k = (size_t)cp->k;
     const int iterative = is_iterative(o->method);
     const int power = iterative && o->scaling != DASH_SCALING_FROBENIUS;
-    if ((rc = dash__cuda_ctx_init(&cp->ctx)) < 0)
+    if ((rc = dash__cuda_ctx_init(&cp->ctx, o->stream_priority)) < 0)
       goto out;
     if (iterative) {
       DEV(cp->w, 2 * n * nn * cp->elem);

@@ -157,10 +157,13 @@ int dash__cuda_status(cusolverStatus_t e, const char *expr, const char *file,
  * keeps cuBLAS from allocating on the first product. */
 static const size_t kBlasWorkspace = (size_t)32 << 20;
 
-int dash__cuda_ctx_init(struct dash__cuda_ctx *ctx) {
-  int rc = 0;
+int dash__cuda_ctx_init(struct dash__cuda_ctx *ctx, int priority) {
+  int rc = 0, least = 0, greatest = 0;
   DASH_CUDA_TRY(cudaGetDevice(&ctx->device));
-  DASH_CUDA_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+  /* Numerically lower is higher priority: `least` is the lowest. */
+  DASH_CUDA_TRY(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  DASH_CUDA_TRY(cudaStreamCreateWithPriority(
+      &ctx->stream, cudaStreamNonBlocking, priority ? greatest : least));
   DASH_CUDA_TRY(cudaEventCreateWithFlags(&ctx->check, cudaEventDisableTiming));
   DASH_CUDA_TRY(cudaEventCreateWithFlags(&ctx->caller, cudaEventDisableTiming));
   DASH_CUDA_TRY(cublasCreate(&ctx->blas));

@@ -73,7 +73,9 @@ struct dash__cuda_ctx {
   cudaEvent_t caller; /* orders the plan's work after the caller's stream */
 };
 
-int dash__cuda_ctx_init(struct dash__cuda_ctx *ctx);
+/* On the current device; the stream at the lowest priority (priority 0)
+ * or the highest (1). */
+int dash__cuda_ctx_init(struct dash__cuda_ctx *ctx, int priority);
 void dash__cuda_ctx_free(struct dash__cuda_ctx *ctx);
 
 /* One copy of a B×B matrix: from slot/block `src` of one buffer to

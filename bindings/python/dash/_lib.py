@@ -16,7 +16,7 @@ __all__ = ["lib", "path", "DashStackOptions", "DashRefreshInfo",
 
 BLOCK_STATUS_COUNT = 4          # DASH_BLOCK_STATUS_COUNT
 STACK_OPTIONS_VERSION = 1       # DASH_STACK_OPTIONS_VERSION
-ROOTS_OPTIONS_VERSION = 1       # DASH_ROOTS_OPTIONS_VERSION
+ROOTS_OPTIONS_VERSION = 2       # DASH_ROOTS_OPTIONS_VERSION
 
 
 class DashStackOptions(ctypes.Structure):
@@ -68,6 +68,7 @@ class DashRootsOptions(ctypes.Structure):
         ("fallback", ctypes.c_int),
         ("threads", ctypes.c_int),
         ("seed", ctypes.c_uint64),
+        ("stream_priority", ctypes.c_int),
     ]
 
 
