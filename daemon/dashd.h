@@ -152,6 +152,9 @@ struct dashd_server {
 int dashd__config_allows(const struct dashd_config *cfg, uid_t uid, gid_t gid);
 int dashd__server_start(struct dashd_server *srv, uv_loop_t *loop);
 void dashd__server_stop(struct dashd_server *srv);
+/* dashd's exit status after the GPU failed (dashd(8)). */
+#define kDashdExitDeviceLost 3
+
 /* The daemon cannot go on (the GPU failed and poisoned the process's CUDA
  * context): logs why, disconnects every client, stops, and makes the
  * process exit with exit_code so that systemd restarts it. */

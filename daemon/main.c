@@ -177,7 +177,12 @@ int main(int argc, char **argv) {
       srv.cfg.backend = DASH_BACKEND_CUDA;
   }
   if (srv.cfg.backend == DASH_BACKEND_CUDA && !dash_roots_cuda_available()) {
-    fprintf(stderr, "dashd: backend cuda: no CUDA device is present\n");
+    /* The library says why: no plugin, no driver, no device. */
+    char text[8];
+    if (dash_roots_cuda_describe(text, sizeof(text)) < 0)
+      fprintf(stderr, "dashd: backend cuda: %s\n", dash_last_error());
+    else
+      fprintf(stderr, "dashd: backend cuda: no CUDA device is present\n");
     return 2;
   }
   if (srv.cfg.backend == DASH_BACKEND_AUTO)

@@ -60,6 +60,14 @@ static void run_job(struct dashd_sched *s, struct dashd_job *job) {
 
 static void *worker_main(void *arg) {
   struct dashd_sched *s = arg;
+  /* The GPU of --device is this thread's too: a plan's execution then
+   * finds its device current and never switches to another (switching
+   * back would make a context on a GPU dashd was told not to use). The
+   * loop thread checked the name already. */
+  if (s->srv->cfg.device[0] != '\0' &&
+      dash_roots_cuda_select(s->srv->cfg.device) < 0)
+    dashd__log(DASHD_LOG_WARN, "worker: device %s: %s", s->srv->cfg.device,
+               dash_last_error());
   pthread_mutex_lock(&s->lock);
   for (;;) {
     while (!s->quit && s->todo_head == NULL)

@@ -174,6 +174,12 @@ static void handle_register(struct dashd_session *s,
                                  sizeof(err));
   if (rc < 0) {
     reply_status(s, req->request_id, rc, err);
+    if (rc == DASH_E_DEVICE_LOST) {
+      /* The GPU failed while making the plan: as after a computation. */
+      char why[360];
+      snprintf(why, sizeof(why), "the GPU failed (%s)", err);
+      dashd__server_fail(s->srv, kDashdExitDeviceLost, why);
+    }
     return;
   }
   Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;

@@ -12,9 +12,6 @@
 #include "dashd.h"
 #include "log.h"
 
-/* dashd's exit status after the GPU failed (see dashd(8)). */
-static const int kExitDeviceLost = 3;
-
 static void *map_private(size_t bytes) {
   /* Anonymous pages cost nothing until written, so the second snapshot
    * uses memory only once a refresh arrives while one computes. */
@@ -461,7 +458,7 @@ void dashd__stack_job_done(struct dashd_stack *st) {
      * freed with its owner's session, so it is not touched after. */
     char why[300];
     snprintf(why, sizeof(why), "the GPU failed (%s)", job->message);
-    dashd__server_fail(st->srv, kExitDeviceLost, why);
+    dashd__server_fail(st->srv, kDashdExitDeviceLost, why);
     return;
   }
   try_start(st);

@@ -17,6 +17,9 @@
 #ifndef DASH_CUDA_PLUGIN_DIR
 #define DASH_CUDA_PLUGIN_DIR "/usr/lib/dash"
 #endif
+#ifndef DASH_CUDA_PLUGIN_RELDIR
+#define DASH_CUDA_PLUGIN_RELDIR "lib/dash"
+#endif
 #define PLUGIN_NAME "libdash_cuda.so"
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -43,30 +46,39 @@ static const struct dash__cuda_host g_host = {
     DASH_CUDA_PLUGIN_ABI, sizeof(struct dash_roots_plan),
     sizeof(dash_roots_options), host_fail};
 
-/* Opens the plugin at path and asks it for its entry points. The library
- * stays loaded for the life of the process: the CUDA libraries it pulls
- * in must not go while a context lives. */
-static int try_plugin(const char *path) {
-  if (access(path, F_OK) != 0)
-    return 0;
-  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  if (h == NULL) {
-    const char *e = dlerror();
-    note("%s", e ? e : path);
-    return 0;
-  }
+/* Asks the opened library for its entry points; keeps it when it is a
+ * plugin of this build. The library then stays loaded for the life of
+ * the process: the CUDA libraries it pulls in must not go while a
+ * context lives. */
+static int try_handle(void *h, const char *what) {
   dash__cuda_plugin_entry entry;
   *(void **)&entry = dlsym(h, DASH_CUDA_PLUGIN_SYMBOL);
   const struct dash__cuda_plugin *p = entry ? entry(&g_host) : NULL;
   if (p == NULL || p->abi != DASH_CUDA_PLUGIN_ABI ||
       p->plan_size != sizeof(struct dash_roots_plan) ||
       p->options_size != sizeof(dash_roots_options)) {
-    note("%s is not a CUDA plugin of this build of dashd", path);
+    note("%s is not a CUDA plugin of this build of dashd", what);
     dlclose(h);
     return 0;
   }
   g_plugin = p;
   return 1;
+}
+
+/* A library name or path, opened as dlopen() does. */
+static int try_open(const char *name) {
+  void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) {
+    const char *e = dlerror();
+    note("%s", e ? e : name);
+    return 0;
+  }
+  return try_handle(h, name);
+}
+
+/* The plugin at a path, when there is a file there. */
+static int try_plugin(const char *path) {
+  return access(path, F_OK) == 0 && try_open(path);
 }
 
 /* Tries <dir>/<rel>/libdash_cuda.so for the directory of `file`. */
@@ -86,23 +98,29 @@ static void load(void) {
   const char *env = secure_getenv("DASH_CUDA_PLUGIN");
   if (env != NULL && env[0] != '\0') {
     /* An explicit choice, also of none ("none", or a path that is not
-     * there), is the only place looked at. */
-    if (!try_plugin(env))
+     * there), is the only place looked at; a bare name is looked up the
+     * way dlopen() looks up libraries. */
+    int ok = strcmp(env, "none") != 0 &&
+             (strchr(env, '/') != NULL ? try_plugin(env) : try_open(env));
+    if (!ok)
       note("DASH_CUDA_PLUGIN=%s gives no plugin", env);
     return;
   }
-  /* Beside the object holding this code (libdash.so: <libdir>/dash/),
-   * beside the program (<prefix>/bin/../lib/dash/, as in the build tree),
-   * then where `make install` puts it. */
+  /* Beside the library holding this code (libdash.so in <libdir>: its
+   * dash/ directory); beside the program (<prefix>/bin: the install's
+   * <prefix>/<libdir>/dash, or lib/dash as in the build tree); then where
+   * `cmake --install` put it. A relative name (a program started by a
+   * relative path) says nothing reliable and is skipped. */
   Dl_info info;
   if (dladdr((void *)load, &info) != 0 && info.dli_fname != NULL &&
-      try_beside(info.dli_fname, "dash"))
+      info.dli_fname[0] == '/' && try_beside(info.dli_fname, "dash"))
     return;
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
   if (n > 0) {
     exe[n] = '\0';
-    if (try_beside(exe, "../lib/dash"))
+    if (try_beside(exe, "../" DASH_CUDA_PLUGIN_RELDIR) ||
+        try_beside(exe, "../lib/dash"))
       return;
   }
   if (try_plugin(DASH_CUDA_PLUGIN_DIR "/" PLUGIN_NAME))

@@ -74,8 +74,8 @@ void dash__cuda_plan_free(struct dash_roots_plan *plan);
 
 /* The plugin's interface, versioned: the loader refuses a plugin of
  * another ABI or one built with other struct layouts. */
-#define DASH_CUDA_PLUGIN_ABI 2
-#define DASH_CUDA_PLUGIN_SYMBOL "dash_cuda_plugin_v1"
+#define DASH_CUDA_PLUGIN_ABI 3
+#define DASH_CUDA_PLUGIN_SYMBOL "dash_cuda_plugin_entry"
 
 /* What the loader gives the plugin. */
 struct dash__cuda_host {

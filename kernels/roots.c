@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -250,6 +251,12 @@ static int resolve_backend(dash_roots_options *o) {
     if (dash__cuda_load_plugin(&why) == NULL)
       return dash__fail(DASH_E_NO_DEVICE, "backend cuda: no CUDA backend (%s)",
                         why);
+    /* The plugin says why: no device, or none usable (the driver). */
+    char text[8], why_dev[300];
+    if (dash__cuda_describe(text, sizeof(text)) < 0) {
+      snprintf(why_dev, sizeof(why_dev), "%s", dash_last_error());
+      return dash__fail(DASH_E_NO_DEVICE, "backend cuda: %s", why_dev);
+    }
     return dash__fail(DASH_E_NO_DEVICE,
                       "backend cuda: no CUDA device is present");
   }

@@ -301,13 +301,19 @@ int dash__bench_cuda_roofline(size_t n, size_t b, dash_precision precision,
        r++) {
     float ms = 0.0f;
     TRY_CUDA(cudaEventRecord(start, NULL), "cudaEventRecord");
+    /* Batches of at most 65535, as the library issues them. */
     for (int p = 0; p < passes; p++)
-      TRY_CUBLAS(
-          cublasGemmStridedBatchedEx(
-              handle, CUBLAS_OP_N, CUBLAS_OP_N, ib, ib, ib, &alpha, ab, type,
-              ib, stride, (unsigned char *)ab + total * elem, type, ib, stride,
-              &beta, c, type, ib, stride, batch, compute, CUBLAS_GEMM_DEFAULT),
-          what);
+      for (int done = 0; done < batch; done += 65535) {
+        int count = batch - done < 65535 ? batch - done : 65535;
+        size_t off = (size_t)done * (size_t)stride * elem;
+        TRY_CUBLAS(cublasGemmStridedBatchedEx(
+                       handle, CUBLAS_OP_N, CUBLAS_OP_N, ib, ib, ib, &alpha,
+                       (unsigned char *)ab + off, type, ib, stride,
+                       (unsigned char *)ab + total * elem + off, type, ib,
+                       stride, &beta, (unsigned char *)c + off, type, ib,
+                       stride, count, compute, CUBLAS_GEMM_DEFAULT),
+                   what);
+      }
     TRY_CUDA(cudaEventRecord(stop, NULL), "cudaEventRecord");
     TRY_CUDA(cudaEventSynchronize(stop), what);
     TRY_CUDA(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");

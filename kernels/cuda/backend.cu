@@ -175,8 +175,8 @@ void dash__cuda_plan_free(struct dash_roots_plan *plan) {
   if (cudaGetDevice(&prev) == cudaSuccess && prev != device)
     (void)cudaSetDevice(device);
   state_free(cp);
-  if (prev >= 0 && prev != device)
-    (void)cudaSetDevice(prev);
+  if (prev >= 0 && prev != device && cudaSetDevice(prev) != cudaSuccess)
+    (void)cudaGetLastError();
   plan->backend = NULL;
 }
 
@@ -526,7 +526,7 @@ out:
       rc = dash__fail(DASH_E_DEVICE_LOST, "the GPU failed: %s (%s)",
                       cudaGetErrorName(e), cudaGetErrorString(e));
   }
-  if (prev >= 0 && prev != ctx->device)
-    (void)cudaSetDevice(prev);
+  if (prev >= 0 && prev != ctx->device && cudaSetDevice(prev) != cudaSuccess)
+    (void)cudaGetLastError(); /* not the next launch's error */
   return rc;
 }

@@ -45,13 +45,16 @@ __global__ void cheb_fit_kernel(const int *slot_block, size_t slots,
   const double e = eps * (double)inv_s[i];
   const int n = d + 1;
   float *c = coef + (size_t)i * n;
+  /* f at the nodes once (at most 201 values), then the cosine sums. */
+  double f[201];
+  for (int q = 0; q < n; q++) {
+    double theta = kPi * (q + 0.5) / n;
+    f[q] = pow(0.5 * (cos(theta) + 1.0) + e, -1.0 / p);
+  }
   for (int k = 0; k <= d; k++) {
     double acc = 0.0;
-    for (int q = 0; q < n; q++) {
-      double theta = kPi * (q + 0.5) / n;
-      double u = 0.5 * (cos(theta) + 1.0);
-      acc += pow(u + e, -1.0 / p) * cos(k * theta);
-    }
+    for (int q = 0; q < n; q++)
+      acc += f[q] * cos(k * (kPi * (q + 0.5) / n));
     c[k] = (float)(2.0 * acc / n * (k == 0 ? 0.5 : 1.0));
   }
 }

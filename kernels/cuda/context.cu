@@ -7,15 +7,33 @@
 
 #include "cuda.h"
 
+/* Why the last cudaGetDeviceCount on this thread found no device: "" or
+ * the runtime's reason (no driver, a driver older than this runtime). */
+static __thread char t_no_device[160];
+
 int dash__cuda_device_count(void) {
   int count = 0;
-  /* No driver, no device or a broken install all mean "no CUDA here"; the
-   * caller turns 0 into DASH_E_NO_DEVICE with its own message. */
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+  /* No driver, no device or a broken install all mean "no CUDA here";
+   * callers say why with no_device_reason(). */
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
     (void)cudaGetLastError();
+    snprintf(t_no_device, sizeof(t_no_device), "%s (%s)", cudaGetErrorString(e),
+             cudaGetErrorName(e));
     return 0;
   }
+  t_no_device[0] = '\0';
   return count;
+}
+
+/* "no CUDA device is present", with the runtime's reason when it gave
+ * one. */
+static const char *no_device_reason(char *buf, size_t len) {
+  if (t_no_device[0] != '\0')
+    snprintf(buf, len, "no CUDA device is usable: %s", t_no_device);
+  else
+    snprintf(buf, len, "no CUDA device is present");
+  return buf;
 }
 
 /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", as nvidia-smi prints it. */
@@ -31,8 +49,10 @@ static void uuid_text(const cudaUUID_t *id, char *buf, size_t len) {
 int dash__cuda_describe(char *buf, size_t len) {
   int device = 0;
   cudaDeviceProp prop;
+  char why[224];
   if (dash__cuda_device_count() <= 0)
-    return dash__fail(DASH_E_NO_DEVICE, "no CUDA device is present");
+    return dash__fail(DASH_E_NO_DEVICE, "%s",
+                      no_device_reason(why, sizeof(why)));
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
     (void)cudaGetLastError();
@@ -46,31 +66,31 @@ int dash__cuda_describe(char *buf, size_t len) {
 }
 
 int dash__cuda_select(const char *device) {
-  int count = dash__cuda_device_count(), found = -1, matches = 0;
+  int count, found = -1, matches = 0;
+  char why[224];
   if (device == NULL || device[0] == '\0')
     return dash__fail(DASH_E_INVALID, "device name is empty");
-  if (count <= 0)
-    return dash__fail(DASH_E_NO_DEVICE, "device %s: no CUDA device is present",
+  size_t len = strlen(device);
+  int ordinal = strspn(device, "0123456789") == len && len <= 5;
+  int uuid = strncmp(device, "GPU-", 4) == 0 && len >= 12 &&
+             strspn(device + 4, "0123456789abcdefABCDEF-") == len - 4;
+  if (!ordinal && !uuid)
+    return dash__fail(DASH_E_INVALID,
+                      "device '%s' is neither an ordinal nor GPU-UUID "
+                      "(at least 8 characters after GPU-)",
                       device);
-  if (device[0] >= '0' && device[0] <= '9') {
-    char *end = NULL;
-    long n = strtol(device, &end, 10);
-    if (*end != '\0')
-      return dash__fail(DASH_E_INVALID,
-                        "device '%s' is neither an ordinal nor GPU-UUID",
-                        device);
+  count = dash__cuda_device_count();
+  if (count <= 0)
+    return dash__fail(DASH_E_NO_DEVICE, "device %s: %s", device,
+                      no_device_reason(why, sizeof(why)));
+  if (ordinal) {
+    long n = strtol(device, NULL, 10);
     if (n >= count)
       return dash__fail(DASH_E_NO_DEVICE,
                         "device %ld: only %d CUDA device(s) are visible", n,
                         count);
     found = (int)n;
   } else {
-    size_t len = strlen(device);
-    if (strncmp(device, "GPU-", 4) != 0 || len < 12)
-      return dash__fail(DASH_E_INVALID,
-                        "device '%s' is neither an ordinal nor GPU-UUID "
-                        "(at least 8 characters after GPU-)",
-                        device);
     for (int i = 0; i < count; i++) {
       cudaDeviceProp prop;
       char text[64];
@@ -114,6 +134,10 @@ int dash__cuda_sticky(cudaError_t e) {
     case cudaErrorAssert:
     case cudaErrorLaunchTimeout:
     case cudaErrorECCUncorrectable:
+    case cudaErrorContained:
+    case cudaErrorTensorMemoryLeak:
+    case cudaErrorMpsClientTerminated:
+    case cudaErrorExternalDevice:
       return 1;
     default:
       return 0;

@@ -9,9 +9,9 @@
  *
  * Slots: the iterations keep the blocks still iterating in the first `a`
  * slots of their buffers, so every batched call covers exactly the live
- * blocks; slot_block[j] names the block in slot j. Per-block diagnostics
- * (residual sums, flags) are indexed by block, never by slot, so moving a
- * block between slots moves only its matrices. */
+ * blocks; slot_block[j] names the block in slot j. Residuals are kept by
+ * slot and read before any compaction; flags and scales are indexed by
+ * block, so moving a block between slots moves only its matrices. */
 #ifndef DASH_KERNELS_CUDA_H
 #define DASH_KERNELS_CUDA_H
 

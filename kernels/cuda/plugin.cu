@@ -44,7 +44,7 @@ static const struct dash__cuda_plugin kPlugin = {
 
 extern "C" __attribute__((visibility("default")))
 const struct dash__cuda_plugin *
-dash_cuda_plugin_v1(const struct dash__cuda_host *host) {
+dash_cuda_plugin_entry(const struct dash__cuda_host *host) {
   /* A host of another ABI or layout gets nothing: it would hand the
    * plugin plans it cannot read. */
   if (host == NULL || host->abi != DASH_CUDA_PLUGIN_ABI ||
