@@ -21,6 +21,12 @@ if(DASH_HAVE_CUDA)
   target_link_libraries(test_roots_cuda PRIVATE CUDA::cudart)
 endif()
 target_compile_options(test_roots_cuda PRIVATE ${DASH_C_WARNINGS})
-add_test(NAME test_roots_cuda COMMAND test_roots_cuda)
-set_tests_properties(test_roots_cuda PROPERTIES LABELS gpu
-                     SKIP_RETURN_CODE 77 TIMEOUT 300)
+# One ctest per Check TCase: on a GPU the tests run unforked (a process
+# forked after CUDA was initialised cannot use it), so a crash ends its
+# process; split, a crash in one case leaves the others' results.
+foreach(case core precision edge device)
+  add_test(NAME test_roots_cuda_${case} COMMAND test_roots_cuda)
+  set_tests_properties(test_roots_cuda_${case} PROPERTIES LABELS gpu
+                       ENVIRONMENT CK_RUN_CASE=${case}
+                       SKIP_RETURN_CODE 77 TIMEOUT 300)
+endforeach()
