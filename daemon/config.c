@@ -13,6 +13,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "dash/status.h"
 #include "log.h"
 
@@ -25,6 +28,7 @@ enum cfg_type {
   CFG_DEVICE,    /* char[64]: "", an ordinal or GPU-UUID */
   CFG_LOG_LEVEL, /* int, enum dashd_log_level */
   CFG_PRIORITY,  /* int: 0 "low", 1 "high" */
+  CFG_ADDR,      /* char[64]: "" or HOST:PORT */
   CFG_INT,       /* int in [min, max] */
   CFG_UINT,      /* unsigned in [min, max] */
   CFG_U64,       /* uint64_t in [min, max] */
@@ -57,6 +61,7 @@ static const struct cfg_key kKeys[] = {
     {"backend", CFG_BACKEND, OFF(backend), "auto", 0, 0, 0},
     {"device", CFG_DEVICE, OFF(device), "", 0, 0, 0},
     {"stream_priority", CFG_PRIORITY, OFF(stream_priority), "low", 0, 0, 0},
+    {"metrics_listen", CFG_ADDR, OFF(metrics_listen), "", 0, 0, 0},
     {"threads", CFG_INT, OFF(threads), "0", 0, 4096, 0},
     {"log_level", CFG_LOG_LEVEL, OFF(log_level), "info", 0, 0, CFG_RELOAD},
     {"allowed_uids", CFG_UIDS, OFF(allowed_uids), "*", 0, 0, CFG_RELOAD},
@@ -78,6 +83,45 @@ static const struct {
   unsigned shift;
 } kSuffixes[] = {{'K', 10}, {'M', 20}, {'G', 30}, {'T', 40}, {'P', 50}};
 #define SUFFIX_COUNT (sizeof(kSuffixes) / sizeof(kSuffixes[0]))
+
+int dashd__config_parse_addr(const char *text, struct sockaddr_storage *out) {
+  char host[64];
+  const char *colon = strrchr(text, ':');
+  if (colon == NULL || colon == text || colon[1] == '\0')
+    return DASH_E_INVALID;
+  size_t hlen = (size_t)(colon - text);
+  const char *h = text;
+  if (text[0] == '[') { /* [v6]:port */
+    if (hlen < 3 || text[hlen - 1] != ']')
+      return DASH_E_INVALID;
+    h = text + 1;
+    hlen -= 2;
+  }
+  if (hlen >= sizeof(host))
+    return DASH_E_INVALID;
+  memcpy(host, h, hlen);
+  host[hlen] = '\0';
+  char *end = NULL;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end != '\0' || port < 0 || port > 65535 ||
+      strspn(colon + 1, "0123456789") != strlen(colon + 1))
+    return DASH_E_INVALID;
+  memset(out, 0, sizeof(*out));
+  struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
+  if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)port);
+    return 0;
+  }
+  memset(out, 0, sizeof(*out));
+  if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)port);
+    return 0;
+  }
+  return DASH_E_INVALID;
+}
 
 static int fail(char *err, size_t err_size, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -426,6 +470,18 @@ int dashd__config_set(struct dashd_config *c, const char *key,
       *(int *)field(c, k) = level;
       return 0;
     }
+    case CFG_ADDR: {
+      struct sockaddr_storage ss;
+      size_t len = strlen(value);
+      if (len > 0 && (len >= sizeof(c->metrics_listen) ||
+                      dashd__config_parse_addr(value, &ss) < 0))
+        return fail(err, err_size, DASH_E_INVALID,
+                    "key '%s': '%s' is not HOST:PORT (an IPv4 or [IPv6] "
+                    "address and a port)",
+                    k->name, value);
+      memcpy(field(c, k), value, len + 1);
+      return 0;
+    }
     case CFG_PRIORITY: {
       int high = strcmp(value, "high") == 0;
       if (!high && strcmp(value, "low") != 0)
@@ -598,6 +654,7 @@ void dashd__config_dump(const struct dashd_config *c, FILE *f) {
     switch (k->type) {
       case CFG_PATH:
       case CFG_DEVICE:
+      case CFG_ADDR:
         /* Quoted, so that "" reads back as the empty value. */
         fprintf(f, "\"%s\"", (const char *)p);
         break;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 #include "dash/roots.h"
 
@@ -21,6 +22,8 @@ struct dashd_config {
   /* The CUDA stream's priority on the GPU: 0 "low" (default: the
    * trainers' kernels on the same GPU go first) or 1 "high". */
   int stream_priority;
+  /* "" (off, the default) or HOST:PORT of the HTTP /metrics endpoint. */
+  char metrics_listen[64];
   int threads;        /* 0 = every core; 0..4096 */
   int log_level;      /* enum dashd_log_level; default info */
   int allow_all_uids; /* allowed_uids = "*" (the default) */
@@ -35,6 +38,10 @@ struct dashd_config {
   uint64_t max_bytes_per_client;  /* default 16 GiB, 1 MiB..1 PiB */
   unsigned max_frame;             /* default 1 MiB, 4096..16 MiB */
 };
+
+/* Parses "HOST:PORT" or "[V6]:PORT" (metrics_listen); 0 or
+ * DASH_E_INVALID. */
+int dashd__config_parse_addr(const char *text, struct sockaddr_storage *out);
 
 /* Every key at its default. */
 void dashd__config_defaults(struct dashd_config *c);

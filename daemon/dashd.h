@@ -5,6 +5,7 @@
 #define DASHD_DASHD_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -146,7 +147,17 @@ struct dashd_server {
   /* The process's exit status once the loop ends: 0, or why it must be
    * restarted (dashd__server_fail). */
   int exit_code;
+  /* The Prometheus endpoint (http.c), when metrics_listen is set. */
+  uv_tcp_t metrics_tcp;
+  int metrics_on;
+  struct dashd_http_conn *http_conns;
+  unsigned n_http_conns;
 };
+
+/* http.c: GET /metrics over TCP (metrics_listen). */
+struct dashd_http_conn;
+int dashd__http_start(struct dashd_server *srv);
+void dashd__http_stop(struct dashd_server *srv);
 
 /* server.c */
 int dashd__config_allows(const struct dashd_config *cfg, uid_t uid, gid_t gid);

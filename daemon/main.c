@@ -22,6 +22,8 @@ static void usage(FILE *f) {
           "                     /run/dashd/dashd.sock as root, else\n"
           "                     $XDG_RUNTIME_DIR/dashd.sock)\n"
           "  --backend B        auto, cpu or cuda (default auto)\n"
+          "  --metrics-listen A serve GET /metrics (Prometheus text) on\n"
+          "                     HOST:PORT, e.g. 127.0.0.1:9464 (default off)\n"
           "  --device D         the GPU of backend cuda: an ordinal or\n"
           "                     GPU-UUID as nvidia-smi prints it (default:\n"
           "                     CUDA's first visible device)\n"
@@ -53,6 +55,7 @@ static int parse_cli(int argc, char **argv, struct cli *c) {
       {"socket", required_argument, NULL, 's'},
       {"backend", required_argument, NULL, 'b'},
       {"device", required_argument, NULL, 'd'},
+      {"metrics-listen", required_argument, NULL, 'm'},
       {"threads", required_argument, NULL, 't'},
       {"config", required_argument, NULL, 'c'},
       {"check-config", required_argument, NULL, 'C'},
@@ -72,6 +75,9 @@ static int parse_cli(int argc, char **argv, struct cli *c) {
         break;
       case 'd':
         key = "device";
+        break;
+      case 'm':
+        key = "metrics_listen";
         break;
       case 't':
         key = "threads";

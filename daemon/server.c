@@ -228,6 +228,8 @@ listening:
   uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
   uv_timer_init(loop, &srv->stop_timer);
   srv->stop_timer.data = srv;
+  if ((rc = dashd__http_start(srv)) < 0)
+    return rc;
   dashd__log(DASHD_LOG_INFO,
              "dashd %s listening on %s%s (backend %s, %d threads)",
              DASH_VERSION, srv->socket_path,
@@ -284,6 +286,7 @@ void dashd__server_stop(struct dashd_server *srv) {
              "stopping: no new clients; %d waiting "
              "refreshes dropped",
              dashd__sched_cancel_waiting(srv->sched));
+  dashd__http_stop(srv);
   uv_poll_stop(&srv->listen_poll);
   uv_close((uv_handle_t *)&srv->listen_poll, NULL);
   close(srv->listen_fd);
@@ -329,6 +332,9 @@ static void reload(struct dashd_server *srv) {
   /* What only a restart can change stays as it is, and the log says so. */
   if (strcmp(next.device, srv->cfg.device) != 0)
     dashd__log(DASHD_LOG_WARN, "SIGHUP: 'device' changes only on restart");
+  if (strcmp(next.metrics_listen, srv->cfg.metrics_listen) != 0)
+    dashd__log(DASHD_LOG_WARN,
+               "SIGHUP: 'metrics_listen' changes only on restart");
   if (strcmp(next.socket_path, srv->cfg.socket_path) != 0)
     dashd__log(DASHD_LOG_WARN, "SIGHUP: 'socket' changes only on restart");
   if (next.backend != srv->cfg.backend)
@@ -341,6 +347,8 @@ static void reload(struct dashd_server *srv) {
            srv->cfg.socket_path);
   next.backend = srv->cfg.backend;
   snprintf(next.device, sizeof(next.device), "%s", srv->cfg.device);
+  snprintf(next.metrics_listen, sizeof(next.metrics_listen), "%s",
+           srv->cfg.metrics_listen);
   next.threads = srv->cfg.threads;
   next.max_frame = srv->cfg.max_frame;
   srv->cfg = next;

@@ -181,6 +181,50 @@ class DaemonCli(unittest.TestCase):
             values[name] = float(value)
         return values
 
+    def test_metrics_over_http(self):
+        """--metrics-listen serves GET /metrics (what dashctl metrics
+        prints) on TCP; other paths, methods and oversized requests get
+        their HTTP errors, and the daemon serves on."""
+        import re
+        import socket
+        import urllib.error
+        import urllib.request
+        p = self.start("--threads", "1", "--metrics-listen", "127.0.0.1:0")
+        try:
+            log = open(os.path.join(self.tmp.name, "log")).read()
+            m = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics",
+                          log)
+            self.assertIsNotNone(m, log)
+            base = m.group(1)
+            with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+                self.assertEqual(r.status, 200)
+                self.assertIn("version=0.0.4", r.headers["Content-Type"])
+                body = r.read().decode()
+            self.assertIn("dashd_stacks 0", body)
+            self.assertIn("# TYPE dashd_refreshes_total counter", body)
+            for path, method, code in (("/nope", "GET", 404),
+                                       ("/metrics", "POST", 405)):
+                req = urllib.request.Request(base + path, method=method,
+                                             data=b"" if method == "POST"
+                                             else None)
+                with self.assertRaises(urllib.error.HTTPError) as cm:
+                    urllib.request.urlopen(req, timeout=5)
+                self.assertEqual(cm.exception.code, code)
+            host, port = base[len("http://"):].split(":")
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 5000)
+                reply = s.recv(64)
+            self.assertTrue(reply.startswith(b"HTTP/1.1 431"), reply)
+            r = self.run_cmd(DASHCTL, "--socket", self.sock, "ping")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(timeout=10), 0)
+        r = self.run_cmd(DASHD, "--metrics-listen", "localhost:x",
+                         "--socket", self.sock)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("is not HOST:PORT", r.stderr)
+
     def test_metrics_count_the_work_done(self):
         p = self.start("--threads", "1")
         try:

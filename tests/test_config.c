@@ -46,6 +46,7 @@ static void changed_config(struct dashd_config *c) {
       {"backend", "cpu"},
       {"device", "GPU-00112233"},
       {"stream_priority", "high"},
+      {"metrics_listen", "127.0.0.1:9"},
       {"threads", "3"},
       {"log_level", "debug"},
       {"allowed_uids", "7, 8"},
@@ -69,6 +70,7 @@ static void assert_configs_equal(const struct dashd_config *a,
   ck_assert_int_eq(a->backend, b->backend);
   ck_assert_str_eq(a->device, b->device);
   ck_assert_int_eq(a->stream_priority, b->stream_priority);
+  ck_assert_str_eq(a->metrics_listen, b->metrics_listen);
   ck_assert_int_eq(a->threads, b->threads);
   ck_assert_int_eq(a->log_level, b->log_level);
   ck_assert_int_eq(a->allow_all_uids, b->allow_all_uids);
@@ -176,6 +178,10 @@ START_TEST(test_config_set_accepts_every_key) {
   ck_assert_int_eq(c.stream_priority, 1);
   SET_OK("stream_priority", "low");
   ck_assert_int_eq(c.stream_priority, 0);
+  SET_OK("metrics_listen", "127.0.0.1:9464");
+  ck_assert_str_eq(c.metrics_listen, "127.0.0.1:9464");
+  SET_OK("metrics_listen", "[::1]:0");
+  SET_OK("metrics_listen", "");
   SET_OK("threads", "4096");
   ck_assert_int_eq(c.threads, 4096);
   SET_OK("threads", "0");
@@ -302,7 +308,7 @@ START_TEST(test_config_dump_reads_back) {
     ck_assert_ptr_nonnull(f);
     dashd__config_dump(&a, f);
     ck_assert_int_eq(fclose(f), 0);
-    ck_assert_int_eq(count_lines(text), 12); /* one line per key */
+    ck_assert_int_eq(count_lines(text), 13); /* one line per key */
     if (round == 0) {
       ck_assert_ptr_nonnull(strstr(text, "socket = \"\"\n"));
       ck_assert_ptr_nonnull(strstr(text, "allowed_uids = \"*\"\n"));
@@ -414,6 +420,12 @@ static const struct {
     {"= 4", "empty key before '='"},
     {"   =", "empty key before '='"},
     {"threads = abc", "key 'threads': 'abc' is not a number"},
+    {"metrics_listen = localhost:9464",
+     "key 'metrics_listen': 'localhost:9464' is not HOST:PORT (an IPv4 or "
+     "[IPv6] address and a port)"},
+    {"metrics_listen = 127.0.0.1:70000",
+     "key 'metrics_listen': '127.0.0.1:70000' is not HOST:PORT (an IPv4 or "
+     "[IPv6] address and a port)"},
     {"stream_priority = medium",
      "key 'stream_priority': 'medium' is not one of low, high"},
     {"device = gpu0",
