@@ -320,6 +320,10 @@ static int execute(dash_roots_plan *plan, float *out, const float *in,
   dash__clear_error();
   if (plan == NULL || out == NULL || in == NULL)
     return dash__fail(DASH_E_INVALID, "plan, out and in must not be NULL");
+  if (!on_device && is_cuda(plan) && plan->opts.device_only)
+    return dash__fail(DASH_E_INVALID,
+                      "this plan was made with device_only: give it device "
+                      "buffers (dash_roots_execute_device)");
   if (on_device && !is_cuda(plan))
     return dash__fail(DASH_E_INVALID,
                       "dash_roots_execute_device needs a plan of backend "

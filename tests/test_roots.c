@@ -1314,6 +1314,7 @@ START_TEST(test_roots_reads_version_1_options) {
   ck_assert_uint_eq(got->version, DASH_ROOTS_OPTIONS_VERSION);
   ck_assert_int_eq(got->method, DASH_METHOD_EVD);
   ck_assert_int_eq(got->stream_priority, 0);
+  ck_assert_int_eq(got->device_only, 0);
   dash_roots_plan_destroy(plan);
 }
 END_TEST

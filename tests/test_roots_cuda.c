@@ -1271,6 +1271,16 @@ START_TEST(test_roots_cuda_execute_device_rejects_bad_calls) {
                    DASH_E_INVALID);
   ck_assert_str_ne(dash_last_error(), "");
   dash_roots_plan_destroy(plan);
+
+  /* A device_only plan computes device buffers and refuses host ones. */
+  o.device_only = 1;
+  o.method = DASH_METHOD_EVD;
+  ck_assert_int_eq(dash_roots_plan_create(&plan, n, b, &o), 0);
+  float hin[2 * 8 * 8] = {0}, hout[2 * 8 * 8];
+  ck_assert_int_eq(dash_roots_execute(plan, hout, hin, NULL, NULL),
+                   DASH_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "device_only"));
+  dash_roots_plan_destroy(plan);
   to_host(host, d, 3 * total);
   for (size_t k = 0; k < 3 * total; k++)
     ck_assert_float_eq(host[k], 7.0f);

@@ -194,14 +194,21 @@ typedef struct dash_roots_options {
    *  Default 0. Since version 2: a version-1 struct, which ends before
    *  this field, is read as far as it goes and gets the default here. */
   int stream_priority;
+  /** CUDA: non-zero when the plan will only compute stacks already in
+   *  device memory (dash_roots_execute_device()): it then holds no
+   *  staging for host buffers (2·N·B² floats of device memory less), and
+   *  dash_roots_execute() on it fails with ::DASH_E_INVALID. Default 0.
+   *  Since version 2. */
+  int device_only;
 } dash_roots_options;
 
 /** Initializer of ::dash_roots_options holding every default. */
-#define DASH_ROOTS_OPTIONS_INIT                                                \
-  {                                                                            \
-    DASH_ROOTS_OPTIONS_VERSION, DASH_METHOD_NEWTON_DB,                         \
-        DASH_SCALING_POWER_ITER, DASH_BACKEND_CPU, DASH_PRECISION_FP32, 4,     \
-        1e-10, 10, 1e-3, 10, 2.0, 16, 20, DASH_FALLBACK_DIVERGED, 0, 0x5eed, 0 \
+#define DASH_ROOTS_OPTIONS_INIT                                              \
+  {                                                                          \
+    DASH_ROOTS_OPTIONS_VERSION, DASH_METHOD_NEWTON_DB,                       \
+        DASH_SCALING_POWER_ITER, DASH_BACKEND_CPU, DASH_PRECISION_FP32, 4,   \
+        1e-10, 10, 1e-3, 10, 2.0, 16, 20, DASH_FALLBACK_DIVERGED, 0, 0x5eed, \
+        0, 0                                                                 \
   }
 
 /** Diagnostics of one block. */
@@ -306,7 +313,8 @@ DASH_API int dash_roots_execute(dash_roots_plan *plan, float *out,
  * of the plan's CUDA device: no copy through the host. The plan's device is
  * the one current (cudaSetDevice) when the plan was created. (A CUDA plan
  * also holds staging for dash_roots_execute() from host memory, 2·N·B²
- * floats, so that neither call allocates.)
+ * floats, so that neither call allocates, unless it was made with
+ * dash_roots_options.device_only.)
  *
  * The work is ordered after everything already queued on @p stream and
  * runs on the plan's own stream; the call returns once the results are

@@ -122,8 +122,10 @@ int dash__cuda_plan_init(struct dash_roots_plan *plan) {
       DEV(cp->coef, n * ((size_t)o->cheb_degree + 1) * sizeof(float));
     /* Staging for host buffers: made here, so that an execution from host
      * memory allocates nothing (and cannot fail for memory) later. */
-    DEV(cp->d_in, n * nn * sizeof(float));
-    DEV(cp->d_out, n * nn * sizeof(float));
+    if (!o->device_only) {
+      DEV(cp->d_in, n * nn * sizeof(float));
+      DEV(cp->d_out, n * nn * sizeof(float));
+    }
     DEV(cp->slot_block, n * sizeof(int));
     DEV(cp->moves, 2 * n * sizeof(struct dash__cuda_move));
     PINNED(cp->h_sumsq, n * sizeof(double));

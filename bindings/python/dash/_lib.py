@@ -69,6 +69,7 @@ class DashRootsOptions(ctypes.Structure):
         ("threads", ctypes.c_int),
         ("seed", ctypes.c_uint64),
         ("stream_priority", ctypes.c_int),
+        ("device_only", ctypes.c_int),
     ]
 
 
