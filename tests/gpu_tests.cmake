@@ -14,7 +14,7 @@ set_tests_properties(test_cuda_seam PROPERTIES LABELS gpu
 # machine without a GPU; that mode is not a ctest (test_roots covers the
 # CPU). On an H100 the whole file takes seconds; the TIMEOUT also covers
 # the CPU comparisons and the float64 references of B = 256 stacks.
-add_executable(test_roots_cuda test_roots_cuda.c roots_ref.c)
+add_executable(test_roots_cuda test_roots_cuda.c roots_ref.c roots_stack.c)
 target_include_directories(test_roots_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(test_roots_cuda PRIVATE dash_roots PkgConfig::CHECK)
 if(DASH_HAVE_CUDA)

@@ -1,7 +1,7 @@
 # Unit tests of the root library's CPU backend (roots.h) and of the status
 # table (status.h). Included from tests/CMakeLists.txt.
 
-add_executable(test_roots test_roots.c roots_ref.c)
+add_executable(test_roots test_roots.c roots_ref.c roots_stack.c)
 target_include_directories(test_roots PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(test_roots PRIVATE dash_roots PkgConfig::CHECK)
 target_compile_options(test_roots PRIVATE ${DASH_C_WARNINGS})

@@ -19,6 +19,7 @@
 
 #include "dash/roots.h"
 #include "roots_ref.h"
+#include "roots_stack.h"
 
 /* Seconds a single test may take before Check kills it. The slowest test
  * takes well under a second in RelWithDebInfo; this leaves room for ASan
@@ -88,85 +89,6 @@ static double cheb_tol(int p, dash_scaling scaling) {
 /* Stacks of known spectrum                                             */
 /* ------------------------------------------------------------------ */
 
-typedef struct stack {
-  size_t n, b;
-  int p;
-  double eps;
-  float *a;        /* the input, n·b·b */
-  double *lam;     /* the known spectrum, n·b */
-  double *x_known; /* Q·diag((λ+ε)^(-1/p))·Qᵀ, n·b·b */
-  double *x_ref;   /* the root of the float32 input (dsyevd), n·b·b */
-  double *kappa;   /* condition number of A_i + εI, n */
-} stack;
-
-static void *xcalloc(size_t count, size_t size) {
-  void *p = calloc(count ? count : 1, size);
-  ck_assert_ptr_nonnull(p);
-  return p;
-}
-
-static float *floats(size_t count, float fill) {
-  float *x = xcalloc(count, sizeof(float));
-  for (size_t i = 0; i < count; i++)
-    x[i] = fill;
-  return x;
-}
-
-static void stack_refresh_refs(stack *s) {
-  size_t nn = s->b * s->b;
-  for (size_t i = 0; i < s->n; i++)
-    ck_assert_int_eq(ref_evd_root(s->x_ref + i * nn, NULL, s->a + i * nn, s->b,
-                                  s->p, s->eps),
-                     0);
-}
-
-/* A stack of n b×b blocks with spectra lam (n·b values) in random
- * orthogonal bases drawn from seed. */
-static stack *stack_new(size_t n, size_t b, int p, double eps,
-                        const double *lam, uint64_t seed) {
-  stack *s = xcalloc(1, sizeof(*s));
-  size_t nn = b * b;
-  ref_rng rng;
-  ref_rng_seed(&rng, seed);
-  s->n = n;
-  s->b = b;
-  s->p = p;
-  s->eps = eps;
-  s->a = floats(n * nn, 0.0f);
-  s->lam = xcalloc(n * b, sizeof(double));
-  s->x_known = xcalloc(n * nn, sizeof(double));
-  s->x_ref = xcalloc(n * nn, sizeof(double));
-  s->kappa = xcalloc(n, sizeof(double));
-  memcpy(s->lam, lam, n * b * sizeof(double));
-  for (size_t i = 0; i < n; i++) {
-    const double *l = lam + i * b;
-    ck_assert_int_eq(
-        ref_known_block(s->a + i * nn, s->x_known + i * nn, l, b, p, eps, &rng),
-        0);
-    double lo = INFINITY, hi = 0.0;
-    for (size_t k = 0; k < b; k++) {
-      if (l[k] < lo)
-        lo = l[k];
-      if (l[k] > hi)
-        hi = l[k];
-    }
-    s->kappa[i] = lo + eps > 0.0 ? (hi + eps) / (lo + eps) : INFINITY;
-  }
-  stack_refresh_refs(s);
-  return s;
-}
-
-static void stack_free(stack *s) {
-  if (s == NULL)
-    return;
-  free(s->a);
-  free(s->lam);
-  free(s->x_known);
-  free(s->x_ref);
-  free(s->kappa);
-  free(s);
-}
-
 /* The stack of the method tests: four B = 64 blocks of different shapes
  * and magnitudes, κ ≤ 1e3 (with ε = 1e-6):
  *   0: geometric in [1e-3, 1], κ = 1e3;
@@ -224,44 +146,13 @@ static dash_roots_options acc_options(dash_method m, int p, dash_scaling sc,
 /* Asserts that block i of x is within tol of the stack's reference. */
 static double check_block(const char *what, const stack *s, size_t i,
                           const float *x, double tol) {
-  size_t nn = s->b * s->b;
-  double err = ref_rel_fro(x + i * nn, s->x_ref + i * nn, nn);
-  double err_known = ref_rel_fro(x + i * nn, s->x_known + i * nn, nn);
-  printf(
-      "  %s: block %zu kappa %.3g err %.3g (vs exact spectrum %.3g) "
-      "tol %.3g\n",
-      what, i, s->kappa[i], err, err_known, tol);
-  ck_assert_msg(err <= tol, "%s: block %zu relative error %.3g > tol %.3g",
-                what, i, err, tol);
-  return err;
+  return stack_check_block(what, s, i, x, tol, NULL);
 }
 
-/* Asserts that the report agrees with the per-block infos. */
 static void check_report(const dash_roots_report *r,
                          const dash_block_info *info, size_t n,
                          dash_method requested, dash_scaling scaling) {
-  uint64_t count[DASH_BLOCK_STATUS_COUNT] = {0}, total = 0;
-  int max_it = 0;
-  for (size_t i = 0; i < n; i++) {
-    ck_assert_int_ge(info[i].status, 0);
-    ck_assert_int_lt(info[i].status, DASH_BLOCK_STATUS_COUNT);
-    count[info[i].status]++;
-    if (info[i].iterations > max_it)
-      max_it = info[i].iterations;
-  }
-  for (int k = 0; k < DASH_BLOCK_STATUS_COUNT; k++) {
-    ck_assert_uint_eq(r->blocks_by_status[k], count[k]);
-    total += r->blocks_by_status[k];
-  }
-  ck_assert_uint_eq(total, n);
-  ck_assert_int_eq(r->max_iterations, max_it);
-  ck_assert_int_ne(r->method, DASH_METHOD_AUTO);
-  ck_assert_ptr_nonnull(dash_method_name(r->method));
-  if (requested != DASH_METHOD_AUTO)
-    ck_assert_int_eq(r->method, requested);
-  ck_assert_int_eq(r->scaling, scaling);
-  ck_assert_int_eq(r->backend, DASH_BACKEND_CPU);
-  ck_assert(r->ms_total >= 0.0);
+  check_report_of(r, info, n, requested, scaling, DASH_BACKEND_CPU);
 }
 
 /* Asserts what a converged block of `method` reports about its work. */
