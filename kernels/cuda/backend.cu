@@ -220,12 +220,9 @@ int dash__cuda_retire(struct dash__cuda_plan *cp, size_t *a, size_t emits,
   }
   live = dash__slots_compact(cp->h_leave, *a, cp->h_slot_block, cp->h_src,
                              cp->h_dst, &count);
-  for (size_t i = 0; i < count; i++) {
-    compact[i].src = cp->h_src[i];
-    compact[i].dst = cp->h_dst[i];
-    compact[i].half = 0;
-    compact[i].scale = 1.0f;
-  }
+  for (size_t i = 0, made = 0; i < count; i++)
+    dash__cuda_add_move(compact, &made, (size_t)cp->h_src[i], cp->h_dst[i], 0,
+                        1.0f);
   if (count > 0) {
     DASH_CUDA_TRY(cudaMemcpyAsync(cp->moves + cp->n, compact,
                                   count * sizeof(*cp->moves),

@@ -103,11 +103,8 @@ static int cheb(struct dash__cuda_plan *cp, const float *in, float *out) {
     goto out;
   for (size_t j = 0; j < a; j++) {
     int i = cp->h_slot_block[j];
-    struct dash__cuda_move *mv = &cp->h_moves[emits++];
-    mv->src = (int)j;
-    mv->dst = i;
-    mv->half = 0;
-    mv->scale = cp->h_scale[n + (size_t)i];
+    dash__cuda_add_move(cp->h_moves, &emits, j, i, 0,
+                        cp->h_scale[n + (size_t)i]);
     cp->h_leave[j] = 1;
     cp->blk[i].active = 0;
     cp->blk[i].written = 1;

@@ -125,9 +125,9 @@ __global__ void stats_kernel(const float *in, int b, float eps, double *sumsq,
     }
     if (!finite)
       nonfinite[blockIdx.x] = 1;
-    sq = dash__block_sum_d(sq);
+    sq = dash__block_sum(sq);
     __syncthreads();
-    tr = dash__block_sum_d(tr);
+    tr = dash__block_sum(tr);
     if (threadIdx.x == 0) {
       atomicAdd(&sumsq[blockIdx.x], sq);
       atomicAdd(&trace[blockIdx.x], tr);

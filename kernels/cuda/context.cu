@@ -274,34 +274,25 @@ out:
   return rc;
 }
 
-int dash__cu_sgemm_nt(struct dash__cuda_ctx *ctx, int b, const float *w,
-                      float *x, size_t batch) {
+int dash__cu_gemm_nt(struct dash__cuda_ctx *ctx, cudaDataType type, int b,
+                     const void *w, void *x, size_t batch) {
   int rc = 0;
-  const float one = 1.0f, zero = 0.0f;
+  const int f64 = type == CUDA_R_64F;
+  const float one_f = 1.0f, zero_f = 0.0f;
+  const double one_d = 1.0, zero_d = 0.0;
+  const void *one = f64 ? (const void *)&one_d : (const void *)&one_f;
+  const void *zero = f64 ? (const void *)&zero_d : (const void *)&zero_f;
+  const cublasComputeType_t compute =
+      f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
   const long long nn = (long long)b * b;
+  const size_t bytes = (size_t)nn * type_size(type);
   for (size_t done = 0; done < batch; done += kMaxBatch) {
     size_t count = batch - done < kMaxBatch ? batch - done : kMaxBatch;
+    const char *pw = (const char *)w + done * bytes;
+    char *px = (char *)x + done * bytes;
     DASH_CUDA_TRY(cublasGemmStridedBatchedEx(
-        ctx->blas, CUBLAS_OP_N, CUBLAS_OP_T, b, b, b, &one, w + done * nn,
-        CUDA_R_32F, b, nn, w + done * nn, CUDA_R_32F, b, nn, &zero,
-        x + done * nn, CUDA_R_32F, b, nn, (int)count, CUBLAS_COMPUTE_32F,
-        CUBLAS_GEMM_DEFAULT));
-  }
-out:
-  return rc;
-}
-
-int dash__cu_dgemm_nt(struct dash__cuda_ctx *ctx, int b, const double *w,
-                      double *x, size_t batch) {
-  int rc = 0;
-  const double one = 1.0, zero = 0.0;
-  const long long nn = (long long)b * b;
-  for (size_t done = 0; done < batch; done += kMaxBatch) {
-    size_t count = batch - done < kMaxBatch ? batch - done : kMaxBatch;
-    DASH_CUDA_TRY(cublasGemmStridedBatchedEx(
-        ctx->blas, CUBLAS_OP_N, CUBLAS_OP_T, b, b, b, &one, w + done * nn,
-        CUDA_R_64F, b, nn, w + done * nn, CUDA_R_64F, b, nn, &zero,
-        x + done * nn, CUDA_R_64F, b, nn, (int)count, CUBLAS_COMPUTE_64F,
+        ctx->blas, CUBLAS_OP_N, CUBLAS_OP_T, b, b, b, one, pw, type, b, nn, pw,
+        type, b, nn, zero, px, type, b, nn, (int)count, compute,
         CUBLAS_GEMM_DEFAULT));
   }
 out:

@@ -95,11 +95,7 @@ static size_t plan_exits(struct dash__cuda_plan *cp, size_t a, int steps,
     bk->active = 0;
     bk->written = 1;
     cp->h_leave[j] = 1;
-    struct dash__cuda_move *mv = &cp->h_moves[emits++];
-    mv->src = (int)j;
-    mv->dst = i;
-    mv->half = 0;
-    mv->scale = 1.0f;
+    dash__cuda_add_move(cp->h_moves, &emits, j, i, 0, 1.0f);
   }
   return emits;
 }

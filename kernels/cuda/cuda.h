@@ -175,12 +175,11 @@ int dash__cu_gemm(struct dash__cuda_ctx *ctx, cudaDataType ab, cudaDataType c,
                   cublasComputeType_t compute, int m, int n, int k, float alpha,
                   const void *a, long long sa, const void *b, long long sb,
                   float beta, void *cm, long long sc, size_t batch);
-/* The same for fp64 operands and compute (the EVD redo). */
-int dash__cu_dgemm_nt(struct dash__cuda_ctx *ctx, int b, const double *w,
-                      double *x, size_t batch);
-/* Column-major X = W·Wᵀ for b×b blocks in fp32, exact fp32 compute. */
-int dash__cu_sgemm_nt(struct dash__cuda_ctx *ctx, int b, const float *w,
-                      float *x, size_t batch);
+/* Column-major X = W·Wᵀ for `batch` b×b blocks (the EVD's rebuild), in
+ * the operands' type, CUDA_R_32F or CUDA_R_64F, with exact compute of
+ * that precision. */
+int dash__cu_gemm_nt(struct dash__cuda_ctx *ctx, cudaDataType type, int b,
+                     const void *w, void *x, size_t batch);
 
 /* The cudaDataType of a storage type. */
 cudaDataType dash__cuda_type(enum dash__cuda_storage s);
@@ -243,6 +242,18 @@ int dash__cuda_evd(struct dash__cuda_plan *cp, const float *in, float *out,
 /* Workspace sizing of the EVD, at plan creation. */
 int dash__cuda_evd_init(struct dash__cuda_plan *cp);
 
+/* Appends a copy of slot `src` (its lower B×B half when `lower`) times
+ * `scale` into block `dst` to a host list of moves. */
+static inline void dash__cuda_add_move(struct dash__cuda_move *list,
+                                       size_t *count, size_t src, int dst,
+                                       int lower, float scale) {
+  struct dash__cuda_move *mv = &list[(*count)++];
+  mv->src = (int)src;
+  mv->dst = dst;
+  mv->half = lower;
+  mv->scale = scale;
+}
+
 /* Retires the slots flagged in h_leave (slots 0..*a−1): emits the first
  * `emits` moves of h_moves (src = slot, dst = block) from emit_src to out,
  * fills the holes with the live slots from the end of every buffer in
@@ -294,22 +305,6 @@ __device__ inline void dash__store(__half *p, float v) {
   *p = __float2half_rn(v);
 }
 
-/* The same in double (the input statistics). */
-__device__ inline double dash__block_sum_d(double v) {
-  __shared__ double part_d[kDashThreads / 32];
-  for (int o = 16; o > 0; o >>= 1)
-    v += __shfl_down_sync(0xffffffffu, v, o);
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0)
-    part_d[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < kDashThreads / 32 ? part_d[threadIdx.x] : 0.0;
-  if (warp == 0)
-    for (int o = 16; o > 0; o >>= 1)
-      v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
-
 /* Loops `e` over this thread's elements of a matrix of `len` elements:
  * tiles blockIdx.y, blockIdx.y + gridDim.y, …, threads strided within a
  * tile so that a warp's accesses are contiguous. */
@@ -326,17 +321,19 @@ __device__ inline bool dash__on_diagonal(size_t e, int b) {
   return e % ((size_t)b + 1) == 0;
 }
 
-/* Sum over the thread block; the result is valid in thread 0. Callers
- * that use it twice in a row put __syncthreads() between. */
-__device__ inline float dash__block_sum(float v) {
-  __shared__ float part[kDashThreads / 32];
+/* Sum over the thread block, in float or double; the result is valid in
+ * thread 0. Callers that use it twice in a row put __syncthreads()
+ * between. */
+template <typename V>
+__device__ inline V dash__block_sum(V v) {
+  __shared__ V part[kDashThreads / 32];
   for (int o = 16; o > 0; o >>= 1)
     v += __shfl_down_sync(0xffffffffu, v, o);
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0)
     part[warp] = v;
   __syncthreads();
-  v = threadIdx.x < kDashThreads / 32 ? part[threadIdx.x] : 0.0f;
+  v = threadIdx.x < kDashThreads / 32 ? part[threadIdx.x] : (V)0;
   if (warp == 0)
     for (int o = 16; o > 0; o >>= 1)
       v += __shfl_down_sync(0xffffffffu, v, o);

@@ -73,15 +73,6 @@ static cudaDataType type_of(double *) {
   return CUDA_R_64F;
 }
 
-static int rebuild(struct dash__cuda_ctx *ctx, int b, float *w, float *x,
-                   size_t m) {
-  return dash__cu_sgemm_nt(ctx, b, w, x, m);
-}
-static int rebuild(struct dash__cuda_ctx *ctx, int b, double *w, double *x,
-                   size_t m) {
-  return dash__cu_dgemm_nt(ctx, b, w, x, m);
-}
-
 int dash__cuda_evd_init(struct dash__cuda_plan *cp) {
   int rc = 0;
   struct dash__cuda_ctx *ctx = &cp->ctx;
@@ -168,7 +159,7 @@ static int evd_pass(struct dash__cuda_plan *cp, size_t m, const float *in,
   evd_scale_kernel<F>
       <<<dash__grid(m, nn), kDashThreads, 0, ctx->stream>>>(a, d, b);
   DASH_CUDA_LAUNCHED();
-  if ((rc = rebuild(ctx, b, a, x, m)) < 0)
+  if ((rc = dash__cu_gemm_nt(ctx, ty, b, a, x, m)) < 0)
     goto out;
   DASH_CUDA_TRY(cudaMemcpyAsync(cp->h_ev_info, cp->ev_info, m * sizeof(int),
                                 cudaMemcpyDeviceToHost, ctx->stream));
@@ -192,11 +183,7 @@ static int evd_pass(struct dash__cuda_plan *cp, size_t m, const float *in,
     cp->use_f64[i] = is64 && cp->h_ev_cond[j] > kF32MaxCond;
     lam_max[i] = (float)cp->h_ev_top[j];
     cp->blk[i].written = 1;
-    struct dash__cuda_move *mv = &cp->h_moves[emits++];
-    mv->src = (int)j;
-    mv->dst = i;
-    mv->half = 0;
-    mv->scale = 1.0f;
+    dash__cuda_add_move(cp->h_moves, &emits, j, i, 0, 1.0f);
   }
   if (emits > 0) {
     DASH_CUDA_TRY(cudaMemcpyAsync(cp->moves, cp->h_moves,

@@ -67,18 +67,14 @@ __global__ void ndb_start_kernel(const float *src, const int *slot_block, int b,
 static void plan_exit(struct dash__cuda_plan *cp, size_t slot, int block,
                       int last_run, size_t *emits) {
   struct dash__cuda_block *bk = &cp->blk[block];
-  struct dash__cuda_move *mv = &cp->h_moves[(*emits)++];
   const double tol = cp->plan->opts.tol;
   bk->converged &= tol == 0.0 || bk->r_last < tol;
   int good = isfinite(bk->r_last) && bk->r_last <= bk->r_first;
-  mv->src = (int)slot;
-  mv->dst = block;
   if (!last_run && good) {
-    mv->half = 0;
-    mv->scale = 1.0f;
+    dash__cuda_add_move(cp->h_moves, emits, slot, block, 0, 1.0f);
   } else {
-    mv->half = 1;
-    mv->scale = cp->h_scale[cp->n + (size_t)block];
+    dash__cuda_add_move(cp->h_moves, emits, slot, block, 1,
+                        cp->h_scale[cp->n + (size_t)block]);
     bk->active = 0;
   }
   bk->written = 1;
