@@ -90,9 +90,7 @@ static int cheb(struct dash__cuda_plan *cp, const float *in, float *out) {
     if ((rc = dash__cu_add_identity<T>(ctx->stream, q, a, nn, b, cp->slot_block,
                                        cp->coef + k, cs)) < 0)
       goto out;
-    T *tmp = x;
-    x = q;
-    q = tmp;
+    dash__swap(&x, &q);
   }
   /* f = c₀/2·I + S·b₁ − b₂. */
   if ((rc = dash__cu_gemm(ctx, ty, ty, cp->compute, b, b, b, 1.0f, s, s1, x, s1,

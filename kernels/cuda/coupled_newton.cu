@@ -148,11 +148,7 @@ static int cn(struct dash__cuda_plan *cp, const float *in, float *out) {
     if ((rc = dash__cu_gemm(ctx, ty, ty, cp->compute, b, b, b, 1.0f, x, s1, tm,
                             s1, 0.0f, u, s1, a)) < 0)
       goto out;
-    {
-      T *tmp = x;
-      x = u;
-      u = tmp;
-    }
+    dash__swap(&x, &u);
     /* M ← T^p·M, T^p by squaring. */
     if ((rc = dash__cu_gemm(ctx, ty, ty, cp->compute, b, b, b, 1.0f, tm, s1, tm,
                             s1, 0.0f, tp, s1, a)) < 0)
@@ -161,18 +157,12 @@ static int cn(struct dash__cuda_plan *cp, const float *in, float *out) {
       if ((rc = dash__cu_gemm(ctx, ty, ty, cp->compute, b, b, b, 1.0f, tp, s1,
                               tp, s1, 0.0f, u, s1, a)) < 0)
         goto out;
-      T *tmp = tp;
-      tp = u;
-      u = tmp;
+      dash__swap(&tp, &u);
     }
     if ((rc = dash__cu_gemm(ctx, ty, ty, cp->compute, b, b, b, 1.0f, tp, s1, m,
                             s1, 0.0f, u, s1, a)) < 0)
       goto out;
-    {
-      T *tmp = m;
-      m = u;
-      u = tmp;
-    }
+    dash__swap(&m, &u);
     const int last = k == o->max_steps - 1;
     if (!last && (o->tol == 0.0 || (k + 1) % kCheckEvery != 0))
       continue;

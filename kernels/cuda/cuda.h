@@ -242,6 +242,15 @@ int dash__cuda_evd(struct dash__cuda_plan *cp, const float *in, float *out,
 /* Workspace sizing of the EVD, at plan creation. */
 int dash__cuda_evd_init(struct dash__cuda_plan *cp);
 
+/* Exchanges two buffer pointers: the iterations ping-pong between
+ * buffers as each product lands. */
+template <typename T>
+static inline void dash__swap(T **a, T **b) {
+  T *t = *a;
+  *a = *b;
+  *b = t;
+}
+
 /* Appends a copy of slot `src` (its lower B×B half when `lower`) times
  * `scale` into block `dst` to a host list of moves. */
 static inline void dash__cuda_add_move(struct dash__cuda_move *list,

@@ -150,11 +150,7 @@ static int ndb_run(struct dash__cuda_plan *cp, const float *src, int first_run,
   if ((rc = dash__cu_gemm(ctx, ty, ty, cp->compute, b, b, b, 1.0f, cur, s2,
                           nxt + nn, s2, 0.0f, nxt, s2, a)) < 0)
     goto out;
-  {
-    T *tmp = cur;
-    cur = nxt;
-    nxt = tmp;
-  }
+  dash__swap(&cur, &nxt);
   steps = 1;
   DASH_CUDA_TRY(cudaMemcpyAsync(cp->h_r_first, cp->r_first, a * sizeof(double),
                                 cudaMemcpyDeviceToHost, ctx->stream));
@@ -172,11 +168,7 @@ static int ndb_run(struct dash__cuda_plan *cp, const float *src, int first_run,
     if ((rc = dash__cu_gemm(ctx, ty, ty, cp->compute, b, b, b, 1.0f, e, s1,
                             cur + nn, s2, 0.0f, nxt + nn, s2, a)) < 0)
       goto out;
-    {
-      T *tmp = cur;
-      cur = nxt;
-      nxt = tmp;
-    }
+    dash__swap(&cur, &nxt);
     steps = k + 1;
     if (!check)
       continue;
