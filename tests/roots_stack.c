@@ -118,3 +118,18 @@ void check_report_of(const dash_roots_report *r, const dash_block_info *info,
   ck_assert_int_eq(r->backend, backend);
   ck_assert(r->ms_total >= 0.0);
 }
+
+stack *stack_with_nonfinite_blocks(void) {
+  enum { n = 6, b = 32, nn = 32 * 32 };
+  double lam[n * b];
+  ref_rng rng;
+  ref_rng_seed(&rng, 71);
+  for (size_t i = 0; i < n; i++)
+    ref_spectrum_uniform(lam + i * b, b, 0.3, 1.0, &rng);
+  stack *s = stack_new(n, b, 4, 1e-10, lam, 72);
+  s->a[1 * nn + 2 * b + 5] = NAN;
+  s->a[3 * nn + 4 * b + 1] = INFINITY;
+  s->a[3 * nn + 1 * b + 4] = INFINITY;
+  s->a[4 * nn + 7 * b + 7] = -INFINITY;
+  return s;
+}

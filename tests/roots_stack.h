@@ -34,6 +34,13 @@ stack *stack_new(size_t n, size_t b, int p, double eps, const double *lam,
 void stack_refresh_refs(stack *s);
 void stack_free(stack *s);
 
+/* Six 32×32 blocks of p = 4, ε = 1e-10, spectra uniform in [0.3, 1], of
+ * which three hold NaN or Inf: block 1 one NaN in its upper triangle only
+ * (so even EVD, which reads the lower triangle, must look at the whole
+ * block), block 3 a symmetric pair of +Inf, block 4 one −Inf on the
+ * diagonal. Its references were computed before the poisoning. */
+stack *stack_with_nonfinite_blocks(void);
+
 /* Prints block i's relative Frobenius error against x_ref and against
  * x_known, asserts the first is at most tol, and returns it; *err_known
  * (may be NULL) gets the second. */

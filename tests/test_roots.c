@@ -946,17 +946,8 @@ START_TEST(test_roots_nonfinite_block_is_left_untouched) {
   dash_method m = kMethods[_i];
   const size_t n = 6, b = 32, nn = 32 * 32;
   const float sentinel = -4242.5f;
-  double lam[6 * 32];
-  ref_rng rng;
-  ref_rng_seed(&rng, 71);
-  for (size_t i = 0; i < n; i++)
-    ref_spectrum_uniform(lam + i * b, b, 0.3, 1.0, &rng);
   const int p = 4;
-  stack *s = stack_new(n, b, p, 1e-10, lam, 72);
-  s->a[1 * nn + 2 * b + 5] = NAN;
-  s->a[3 * nn + 4 * b + 1] = INFINITY;
-  s->a[3 * nn + 1 * b + 4] = INFINITY;
-  s->a[4 * nn + 7 * b + 7] = -INFINITY;
+  stack *s = stack_with_nonfinite_blocks();
   float *x = floats(n * nn, sentinel);
   dash_block_info info[6];
   dash_roots_report rep;
