@@ -44,7 +44,9 @@ static int host_fail(int status, const char *message) {
 
 static const struct dash__cuda_host g_host = {
     DASH_CUDA_PLUGIN_ABI, sizeof(struct dash_roots_plan),
-    sizeof(dash_roots_options), host_fail};
+    sizeof(dash_roots_options), host_fail,
+    dash__cpu_plan_init,        dash__cpu_execute,
+    dash__cpu_plan_free};
 
 /* Asks the opened library for its entry points; keeps it when it is a
  * plugin of this build. The library then stays loaded for the life of

@@ -3,6 +3,7 @@
 #define DASH_KERNELS_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dash/roots.h"
 
@@ -74,7 +75,7 @@ void dash__cuda_plan_free(struct dash_roots_plan *plan);
 
 /* The plugin's interface, versioned: the loader refuses a plugin of
  * another ABI or one built with other struct layouts. */
-#define DASH_CUDA_PLUGIN_ABI 3
+#define DASH_CUDA_PLUGIN_ABI 4
 #define DASH_CUDA_PLUGIN_SYMBOL "dash_cuda_plugin_entry"
 
 /* What the loader gives the plugin. */
@@ -84,6 +85,65 @@ struct dash__cuda_host {
   size_t options_size; /* sizeof(dash_roots_options) */
   /* Records a failure for the caller's dash_last_error(); returns status. */
   int (*fail)(int status, const char *message);
+  /* The CPU backend, for plugins that compute on host memory (the test
+   * plugin that simulates a GPU in host memory, tests/cuda_sim.c). */
+  int (*cpu_plan_init)(struct dash_roots_plan *plan);
+  int (*cpu_execute)(struct dash_roots_plan *plan, float *out, const float *in,
+                     dash_block_info *info);
+  void (*cpu_plan_free)(struct dash_roots_plan *plan);
+};
+
+/* Bytes of a CUDA IPC handle (cudaIpcMemHandle_t, cudaIpcEventHandle_t). */
+#define DASH_CUDA_IPC_HANDLE_BYTES 64
+
+/* GPU memory and events shared between a trainer and dashd (the CUDA_IPC
+ * transport). Streams and events are opaque (cudaStream_t, cudaEvent_t);
+ * every call returns 0 or a dash_status with the detail recorded. Calls
+ * that take a device run on it and leave the calling thread's current
+ * device as it was: libdash runs them on the trainer's threads. */
+struct dash__cuda_ipc {
+  /* The client's side. */
+  /* The allocation that holds [ptr, ptr + bytes) on `device`: its IPC
+   * handle and the offset of ptr inside it (PyTorch's caching allocator
+   * hands out pieces of larger allocations). DASH_E_BAD_MEMORY when ptr
+   * is not memory of that device or the range leaves its allocation. */
+  int (*export_mem)(int device, const void *ptr, size_t bytes,
+                    unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
+                    uint64_t *offset);
+  /* "GPU-xxxxxxxx-xxxx-..." of the device with this ordinal. */
+  int (*device_uuid)(int device, char *uuid, size_t len);
+  /* An interprocess event (no timing) on `device`, and its handle. */
+  int (*event_create)(int device, void **event,
+                      unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES]);
+  /* Opens another process's event (on the current device). */
+  int (*event_open)(const unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
+                    void **event);
+  /* Destroys an event made or opened by the calls above; NULL is fine. */
+  void (*event_destroy)(void *event);
+  /* Records event on stream (NULL: the legacy default stream); both are
+   * of `device` (-1: the current device). */
+  int (*event_record)(int device, void *event, void *stream);
+  /* Makes stream (of `device`, -1: the current one) wait for the newest
+   * record of event, which may be of any device; the CPU goes on. */
+  int (*stream_wait)(int device, void *stream, void *event);
+
+  /* The daemon's side, on the current device. */
+  /* Maps another process's allocation; *size is the whole allocation's
+   * (cuMemGetAddressRange of the mapped base), which bounds what a client
+   * may name inside it. Peer access is enabled when the allocation lives
+   * on another GPU. */
+  int (*mem_open)(const unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
+                  void **base, size_t *size);
+  void (*mem_close)(void *base);
+  /* A non-blocking stream; high != 0 asks for the highest priority. */
+  int (*stream_create)(int high, void **stream);
+  void (*stream_destroy)(void *stream);
+  int (*stream_sync)(void *stream);
+  int (*alloc)(void **ptr, size_t bytes);
+  void (*free)(void *ptr);
+  /* Queues a copy of bytes between any two device pointers (of this or a
+   * peer GPU) on stream. */
+  int (*copy)(void *dst, const void *src, size_t bytes, void *stream);
 };
 
 /* dash-bench's device helpers, as tools/bench_cuda.h declares them: the
@@ -112,6 +172,7 @@ struct dash__cuda_plugin {
                  dash_block_info *info, int on_device, void *stream);
   void (*plan_free)(struct dash_roots_plan *plan);
   const struct dash__cuda_tools *tools;
+  const struct dash__cuda_ipc *ipc;
 };
 
 typedef const struct dash__cuda_plugin *(*dash__cuda_plugin_entry)(

@@ -119,8 +119,40 @@ DASH_API void dash_disconnect(dash_client *c);
 DASH_API int dash_stack_create(dash_client *c, const dash_stack_options *o,
                                dash_stack **out);
 
+/**
+ * Creates a stack on a GPU trainer's own memory (the CUDA_IPC transport):
+ * the daemon opens the two buffers through CUDA IPC handles and computes
+ * on its own stream, so the statistics never pass through the host, and
+ * the hand-over is ordered on the trainer's stream with interprocess
+ * events, never by waiting on the CPU (see dash_step() and dash_sync()).
+ * Needs a daemon computing on a GPU (backend cuda) that can reach
+ * `device`: the same GPU, or a peer of the GPU of its `--device`.
+ * @param device      the CUDA ordinal, in this process, of the GPU that
+ *                    holds both buffers.
+ * @param stats_dev   N·B·B floats the trainer writes its statistics to.
+ * @param result_dev  2·N·B·B floats: the two result slots, written by the
+ *                    daemon only.
+ * Both buffers may be pieces of larger allocations (PyTorch's caching
+ * allocator); they must stay allocated until dash_stack_destroy().
+ * @return 0; ::DASH_E_INVALID; ::DASH_E_BAD_MEMORY when a buffer is not
+ *         memory of that device; ::DASH_E_NO_DEVICE without a usable CUDA
+ *         runtime here; ::DASH_E_UNSUPPORTED when the daemon does not
+ *         compute on a GPU it can share memory with; ::DASH_E_LIMIT;
+ *         ::DASH_E_DISCONNECTED.
+ */
+DASH_API int dash_stack_create_cuda(dash_client *c, const dash_stack_options *o,
+                                    int device, float *stats_dev,
+                                    float *result_dev, dash_stack **out);
+
+/** The adopted result slot of a CUDA stack, N·B·B floats in the trainer's
+ *  GPU memory (inside result_dev); NULL before the first adoption and for
+ *  host stacks. Kernels queued on the stream of dash_step() after the
+ *  dash_sync() that adopted it see it complete. */
+DASH_API const float *dash_stack_result_cuda(const dash_stack *s);
+
 /** The statistics, N·B·B floats, row-major blocks, for the trainer to
- *  write. Valid until dash_stack_destroy(). */
+ *  write (for a CUDA stack: stats_dev). Valid until
+ *  dash_stack_destroy(). */
 DASH_API float *dash_stack_stats(dash_stack *s);
 
 /**
@@ -128,9 +160,16 @@ DASH_API float *dash_stack_stats(dash_stack *s);
  * the daemon holds its snapshot: the trainer may overwrite the statistics
  * as soon as this returns. Never waits for the math; a refresh asked for
  * while one computes replaces any refresh still waiting (coalescing).
+ * For a CUDA stack the snapshot is taken on the GPU, ordered after the
+ * work queued so far on cuda_stream, and work queued on cuda_stream after
+ * this call waits for the copy; the CPU waits for neither, only for the
+ * daemon's reply (one socket round trip).
  * @param step         the trainer's step, reported back with the result.
- * @param cuda_stream  NULL (host memory stacks).
- * @return 0; ::DASH_E_DISCONNECTED; ::DASH_E_NOT_FOUND.
+ * @param cuda_stream  NULL for host stacks; for a CUDA stack the trainer's
+ *                     cudaStream_t (NULL: the legacy default stream),
+ *                     which dash_sync() then also orders its hand-over on.
+ * @return 0; ::DASH_E_DISCONNECTED; ::DASH_E_NOT_FOUND; ::DASH_E_INVALID
+ *         for a stream given with a host stack.
  */
 DASH_API int dash_step(dash_stack *s, uint64_t step, void *cuda_stream);
 
@@ -143,13 +182,18 @@ DASH_API int dash_step(dash_stack *s, uint64_t step, void *cuda_stream);
  *                    (returns at once when none is); > 0: wait at most
  *                    this long.
  * @param info        NULL, or receives what the held result is.
+ * For a CUDA stack, kernels queued on the stream of the last dash_step()
+ * before this call may still read the slot held before; those queued
+ * after a call that returns 1 see the adopted slot complete. Neither
+ * waits on the CPU.
  * @return 1 when a newer result was adopted; 0 when none was (nothing
  *         newer yet, or the wait timed out); < 0 on error.
  */
 DASH_API int dash_sync(dash_stack *s, int timeout_ms, dash_refresh_info *info);
 
-/** The adopted result, N·B·B floats; NULL before the first adoption.
- *  Unchanged until the next dash_sync() that returns 1. */
+/** The adopted result, N·B·B floats; NULL before the first adoption and
+ *  for CUDA stacks (see dash_stack_result_cuda()). Unchanged until the
+ *  next dash_sync() that returns 1. */
 DASH_API const float *dash_stack_result(const dash_stack *s);
 
 /** The stack's N and B. */
