@@ -43,7 +43,7 @@ static int host_fail(int status, const char *message) {
 }
 
 static const struct dash__cuda_host g_host = {
-    DASH_CUDA_PLUGIN_ABI, sizeof(struct dash_roots_plan),
+    DASH_CUDA_PLUGIN_ABI,       sizeof(struct dash_roots_plan),
     sizeof(dash_roots_options), host_fail,
     dash__cpu_plan_init,        dash__cpu_execute,
     dash__cpu_plan_free};

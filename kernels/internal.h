@@ -112,11 +112,13 @@ struct dash__cuda_ipc {
                     uint64_t *offset);
   /* "GPU-xxxxxxxx-xxxx-..." of the device with this ordinal. */
   int (*device_uuid)(int device, char *uuid, size_t len);
-  /* An interprocess event (no timing) on `device`, and its handle. */
+  /* An interprocess event (no timing) on `device` (-1: the current
+   * device), and its handle. */
   int (*event_create)(int device, void **event,
                       unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES]);
-  /* Opens another process's event (on the current device). */
-  int (*event_open)(const unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
+  /* Opens another process's event on `device` (-1: the current one). */
+  int (*event_open)(int device,
+                    const unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
                     void **event);
   /* Destroys an event made or opened by the calls above; NULL is fine. */
   void (*event_destroy)(void *event);

@@ -36,8 +36,7 @@ static const char *no_device_reason(char *buf, size_t len) {
   return buf;
 }
 
-/* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", as nvidia-smi prints it. */
-static void uuid_text(const cudaUUID_t *id, char *buf, size_t len) {
+void dash__cuda_uuid_text(const cudaUUID_t *id, char *buf, size_t len) {
   const unsigned char *u = (const unsigned char *)id->bytes;
   snprintf(buf, len,
            "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
@@ -60,7 +59,7 @@ int dash__cuda_describe(char *buf, size_t len) {
                       device);
   }
   char uuid[64];
-  uuid_text(&prop.uuid, uuid, sizeof(uuid));
+  dash__cuda_uuid_text(&prop.uuid, uuid, sizeof(uuid));
   snprintf(buf, len, "%s (%s)", prop.name, uuid);
   return 0;
 }
@@ -98,7 +97,7 @@ int dash__cuda_select(const char *device) {
         (void)cudaGetLastError();
         continue;
       }
-      uuid_text(&prop.uuid, text, sizeof(text));
+      dash__cuda_uuid_text(&prop.uuid, text, sizeof(text));
       if (strncasecmp(text, device, len) == 0) {
         found = i;
         matches++;

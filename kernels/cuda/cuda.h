@@ -42,6 +42,35 @@ int dash__cuda_sticky(cudaError_t e);
  * messages that wrap it. */
 const char *dash__cuda_last_message(void);
 
+/* Writes "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", as nvidia-smi prints
+ * it (context.cu). */
+void dash__cuda_uuid_text(const cudaUUID_t *id, char *buf, size_t len);
+
+/* The entries of struct dash__cuda_ipc (ipc.cu); internal.h documents
+ * them. */
+int dash__cuda_ipc_export_mem(int device, const void *ptr, size_t bytes,
+                              unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
+                              uint64_t *offset);
+int dash__cuda_ipc_device_uuid(int device, char *uuid, size_t len);
+int dash__cuda_ipc_event_create(
+    int device, void **event, unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES]);
+int dash__cuda_ipc_event_open(
+    int device, const unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
+    void **event);
+void dash__cuda_ipc_event_destroy(void *event);
+int dash__cuda_ipc_event_record(int device, void *event, void *stream);
+int dash__cuda_ipc_stream_wait(int device, void *stream, void *event);
+int dash__cuda_ipc_mem_open(
+    const unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES], void **base,
+    size_t *size);
+void dash__cuda_ipc_mem_close(void *base);
+int dash__cuda_ipc_stream_create(int high, void **stream);
+void dash__cuda_ipc_stream_destroy(void *stream);
+int dash__cuda_ipc_stream_sync(void *stream);
+int dash__cuda_ipc_alloc(void **ptr, size_t bytes);
+void dash__cuda_ipc_free(void *ptr);
+int dash__cuda_ipc_copy(void *dst, const void *src, size_t bytes, void *stream);
+
 /* Runs x; on failure stores the status in the enclosing function's `rc`
  * and jumps to its `out` label. */
 #define DASH_CUDA_TRY(x)                                           \

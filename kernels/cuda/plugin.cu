@@ -35,12 +35,33 @@ static const struct dash__cuda_tools kTools = {
     dash__bench_cuda_free,  dash__bench_cuda_upload,  dash__bench_cuda_download,
     dash__bench_cuda_sync,  dash__bench_cuda_roofline};
 
-static const struct dash__cuda_plugin kPlugin = {
-    DASH_CUDA_PLUGIN_ABI,       sizeof(struct dash_roots_plan),
-    sizeof(dash_roots_options), dash__cuda_device_count,
-    dash__cuda_describe,        dash__cuda_select,
-    dash__cuda_plan_init,       dash__cuda_execute,
-    dash__cuda_plan_free,       &kTools};
+static const struct dash__cuda_ipc kIpc = {dash__cuda_ipc_export_mem,
+                                           dash__cuda_ipc_device_uuid,
+                                           dash__cuda_ipc_event_create,
+                                           dash__cuda_ipc_event_open,
+                                           dash__cuda_ipc_event_destroy,
+                                           dash__cuda_ipc_event_record,
+                                           dash__cuda_ipc_stream_wait,
+                                           dash__cuda_ipc_mem_open,
+                                           dash__cuda_ipc_mem_close,
+                                           dash__cuda_ipc_stream_create,
+                                           dash__cuda_ipc_stream_destroy,
+                                           dash__cuda_ipc_stream_sync,
+                                           dash__cuda_ipc_alloc,
+                                           dash__cuda_ipc_free,
+                                           dash__cuda_ipc_copy};
+
+static const struct dash__cuda_plugin kPlugin = {DASH_CUDA_PLUGIN_ABI,
+                                                 sizeof(struct dash_roots_plan),
+                                                 sizeof(dash_roots_options),
+                                                 dash__cuda_device_count,
+                                                 dash__cuda_describe,
+                                                 dash__cuda_select,
+                                                 dash__cuda_plan_init,
+                                                 dash__cuda_execute,
+                                                 dash__cuda_plan_free,
+                                                 &kTools,
+                                                 &kIpc};
 
 extern "C" __attribute__((visibility("default")))
 const struct dash__cuda_plugin *

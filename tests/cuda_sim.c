@@ -1,0 +1,741 @@
+/* A CUDA plugin for tests (libdash_cuda_sim.so, loaded with
+ * DASH_CUDA_PLUGIN=/path/to/it): one simulated GPU whose memory is host
+ * memory, so that the CUDA_IPC paths of dashd and libdash run on machines
+ * without a GPU. The math is the CPU backend's, reached through the host
+ * struct; "device" allocations are sealed memfds, and an IPC handle names
+ * the exporter's fd, which the importer reopens through /proc. Everything
+ * runs synchronously, so every recorded event is complete at once.
+ *
+ * Where the simulation can check what the CUDA runtime would refuse, it
+ * refuses: memory that is not the device's, a handle opened in the process
+ * that exported it, a handle whose allocation is gone; and, stricter than
+ * CUDA, a second open of one allocation in one process. Never installed. */
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define SIM_NAME "dash simulated GPU"
+#define SIM_UUID "GPU-5151a7ed-0000-4000-8000-000000000000"
+#define MEM_MAGIC "dashsim1"
+#define EVENT_MAGIC "dashsev1"
+#define MAGIC_BYTES 8
+
+/* Byte offsets in a memory handle: magic, pid, fd, size, id; the rest is
+ * zero. An event handle holds magic, pid and id at the same places as the
+ * first three of these, with the id where the fd is. */
+#define H_PID 8
+#define H_FD 16
+#define H_SIZE 24
+#define H_ID 32
+
+/* An allocation of the device: a memfd, mapped here. */
+struct sim_alloc {
+  struct sim_alloc *next;
+  unsigned char *base;
+  size_t size;
+  int fd;
+  uint64_t id;
+};
+
+/* Another process's allocation, opened here: its file tells one
+ * allocation from another, whichever handle named it. */
+struct sim_map {
+  struct sim_map *next;
+  unsigned char *base;
+  size_t size;
+  dev_t dev;
+  ino_t ino;
+};
+
+struct sim_event {
+  struct sim_event *next;
+  int64_t pid;
+  uint64_t id;
+  uint64_t records;
+};
+
+struct sim_stream {
+  struct sim_stream *next;
+  int high;
+};
+
+/* Set once, by the loader's one call of the entry point. */
+static const struct dash__cuda_host *g_host;
+
+/* Everything below g_lock is shared by the daemon's loop and worker
+ * threads. */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sim_alloc *g_allocs;
+static struct sim_map *g_maps;
+static struct sim_event *g_events;
+static struct sim_stream *g_streams;
+static uint64_t g_next_id = 1;
+
+/* The last failure on this thread, for tools->error(). */
+static _Thread_local char t_last[512];
+
+static int sim_fail(int status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int sim_fail(int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(t_last, sizeof(t_last), fmt, ap);
+  va_end(ap);
+  return g_host != NULL ? g_host->fail(status, t_last) : status;
+}
+
+static void put64(unsigned char *h, size_t at, uint64_t v) {
+  memcpy(h + at, &v, sizeof(v));
+}
+
+static uint64_t get64(const unsigned char *h, size_t at) {
+  uint64_t v;
+  memcpy(&v, h + at, sizeof(v));
+  return v;
+}
+
+/* As the real plugin reports an ordinal that cudaSetDevice refuses. */
+static int no_such_device(int device) {
+  return sim_fail(DASH_E_CUDA,
+                  "cudaSetDevice(%d): invalid device ordinal (the simulation "
+                  "has device 0 only)",
+                  device);
+}
+
+/* As the real plugin reports a stream or event CUDA does not know. */
+static int not_ours(const char *what, const void *p) {
+  return sim_fail(DASH_E_CUDA,
+                  "%s %p is not one of the simulated GPU (invalid resource "
+                  "handle)",
+                  what, p);
+}
+
+/* Device -1 (the current one) or 0. */
+static int check_device(int device) {
+  return device == -1 || device == 0 ? 0 : no_such_device(device);
+}
+
+/* Callers hold g_lock. */
+static struct sim_alloc *alloc_holding(uintptr_t p, size_t bytes) {
+  for (struct sim_alloc *a = g_allocs; a != NULL; a = a->next) {
+    uintptr_t base = (uintptr_t)a->base;
+    if (p >= base && p - base < a->size && bytes <= a->size - (p - base))
+      return a;
+  }
+  return NULL;
+}
+
+static int map_holds(uintptr_t p, size_t bytes) {
+  for (struct sim_map *m = g_maps; m != NULL; m = m->next) {
+    uintptr_t base = (uintptr_t)m->base;
+    if (p >= base && p - base < m->size && bytes <= m->size - (p - base))
+      return 1;
+  }
+  return 0;
+}
+
+static int stream_known(const void *stream) {
+  if (stream == NULL)
+    return 1; /* the legacy default stream */
+  for (struct sim_stream *s = g_streams; s != NULL; s = s->next)
+    if ((const void *)s == stream)
+      return 1;
+  return 0;
+}
+
+static struct sim_event *event_known(const void *event) {
+  for (struct sim_event *e = g_events; e != NULL; e = e->next)
+    if ((const void *)e == event)
+      return e;
+  return NULL;
+}
+
+/* 0 when [p, p + bytes) lies in one allocation of the device or one
+ * mapping opened here; otherwise what CUDA would say of a kernel or copy
+ * touching host memory, as DASH_E_CUDA. */
+static int check_device_memory(const char *what, const void *p, size_t bytes) {
+  if (bytes == 0)
+    return 0;
+  pthread_mutex_lock(&g_lock);
+  int ok = p != NULL && (alloc_holding((uintptr_t)p, bytes) != NULL ||
+                         map_holds((uintptr_t)p, bytes));
+  pthread_mutex_unlock(&g_lock);
+  if (!ok)
+    return sim_fail(DASH_E_CUDA,
+                    "%s [%p, +%zu bytes) is not memory of the simulated "
+                    "GPU (an illegal address on a real one)",
+                    what, p, bytes);
+  return 0;
+}
+
+static int check_stream(const void *stream) {
+  pthread_mutex_lock(&g_lock);
+  int ok = stream_known(stream);
+  pthread_mutex_unlock(&g_lock);
+  return ok ? 0 : not_ours("stream", stream);
+}
+
+/* The device. */
+
+static int sim_device_count(void) {
+  return 1;
+}
+
+static int sim_describe(char *buf, size_t len) {
+  if (buf == NULL || len == 0)
+    return sim_fail(DASH_E_INVALID, "buf is NULL or empty");
+  snprintf(buf, len, "%s (%s)", SIM_NAME, SIM_UUID);
+  return 0;
+}
+
+/* As kernels/cuda/context.cu selects, over the one device. */
+static int sim_select(const char *device) {
+  if (device == NULL || device[0] == '\0')
+    return sim_fail(DASH_E_INVALID, "device name is empty");
+  size_t len = strlen(device);
+  int ordinal = strspn(device, "0123456789") == len && len <= 5;
+  int uuid = strncmp(device, "GPU-", 4) == 0 && len >= 12 &&
+             strspn(device + 4, "0123456789abcdefABCDEF-") == len - 4;
+  if (!ordinal && !uuid)
+    return sim_fail(DASH_E_INVALID,
+                    "device '%s' is neither an ordinal nor GPU-UUID "
+                    "(at least 8 characters after GPU-)",
+                    device);
+  if (ordinal) {
+    long n = strtol(device, NULL, 10);
+    if (n >= 1)
+      return sim_fail(DASH_E_NO_DEVICE,
+                      "device %ld: only 1 CUDA device(s) are visible", n);
+    return 0;
+  }
+  if (len > strlen(SIM_UUID) || strncasecmp(SIM_UUID, device, len) != 0)
+    return sim_fail(DASH_E_NO_DEVICE, "no visible GPU has the UUID %s", device);
+  return 0;
+}
+
+static int sim_device_uuid(int device, char *uuid, size_t len) {
+  if (uuid == NULL || len < sizeof(SIM_UUID))
+    return sim_fail(DASH_E_INVALID, "a GPU UUID needs %zu bytes",
+                    sizeof(SIM_UUID));
+  if (device != 0)
+    return no_such_device(device);
+  memcpy(uuid, SIM_UUID, sizeof(SIM_UUID));
+  return 0;
+}
+
+/* The math: the CPU backend's, on "device" memory that is host memory. */
+
+static int sim_plan_init(struct dash_roots_plan *plan) {
+  return g_host->cpu_plan_init(plan);
+}
+
+static int sim_execute(struct dash_roots_plan *plan, float *out,
+                       const float *in, dash_block_info *info, int on_device,
+                       void *stream) {
+  int rc;
+  if (on_device) {
+    size_t bytes = plan->n * plan->b * plan->b * sizeof(float);
+    if ((rc = check_stream(stream)) < 0 ||
+        (rc = check_device_memory("in", in, bytes)) < 0 ||
+        (rc = check_device_memory("out", out, bytes)) < 0)
+      return rc;
+  }
+  return g_host->cpu_execute(plan, out, in, info);
+}
+
+static void sim_plan_free(struct dash_roots_plan *plan) {
+  g_host->cpu_plan_free(plan);
+}
+
+/* Memory. */
+
+static int sim_alloc(void **ptr, size_t bytes) {
+  int rc = 0, fd = -1;
+  void *base = MAP_FAILED;
+  struct sim_alloc *a = NULL;
+  char name[64];
+  uint64_t id;
+
+  if (ptr == NULL)
+    return sim_fail(DASH_E_INVALID, "ptr is NULL");
+  *ptr = NULL;
+  /* cudaMalloc(0) succeeds with NULL. */
+  if (bytes == 0)
+    return 0;
+  if (bytes > (size_t)INT64_MAX)
+    return sim_fail(DASH_E_NOMEM, "%zu bytes of device memory", bytes);
+  pthread_mutex_lock(&g_lock);
+  id = g_next_id++;
+  pthread_mutex_unlock(&g_lock);
+  /* The name carries the id, so that an importer can tell this
+   * allocation from a later one that got the same fd number. */
+  snprintf(name, sizeof(name), "dash-sim-%" PRIu64, id);
+  a = calloc(1, sizeof(*a));
+  fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (a == NULL || fd < 0) {
+    rc = sim_fail(DASH_E_NOMEM, "device memory: %s",
+                  a == NULL ? "out of memory" : strerror(errno));
+    goto out;
+  }
+  if (ftruncate(fd, (off_t)bytes) < 0 ||
+      fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0) {
+    rc = sim_fail(DASH_E_NOMEM, "%zu bytes of device memory: %s", bytes,
+                  strerror(errno));
+    goto out;
+  }
+  base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    rc = sim_fail(DASH_E_NOMEM, "%zu bytes of device memory: %s", bytes,
+                  strerror(errno));
+    goto out;
+  }
+  a->base = base;
+  a->size = bytes;
+  a->fd = fd;
+  a->id = id;
+  pthread_mutex_lock(&g_lock);
+  a->next = g_allocs;
+  g_allocs = a;
+  pthread_mutex_unlock(&g_lock);
+  *ptr = base;
+  a = NULL;
+  fd = -1;
+out:
+  if (fd >= 0)
+    close(fd);
+  free(a);
+  return rc;
+}
+
+static void sim_free(void *ptr) {
+  struct sim_alloc *a = NULL;
+  if (ptr == NULL)
+    return;
+  pthread_mutex_lock(&g_lock);
+  for (struct sim_alloc **pp = &g_allocs; *pp != NULL; pp = &(*pp)->next) {
+    if ((*pp)->base == ptr) {
+      a = *pp;
+      *pp = a->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  if (a == NULL)
+    return; /* cudaFree would fail; there is no one to tell */
+  munmap(a->base, a->size);
+  close(a->fd);
+  free(a);
+}
+
+static int sim_export_mem(int device, const void *ptr, size_t bytes,
+                          unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
+                          uint64_t *offset) {
+  if (handle == NULL || offset == NULL)
+    return sim_fail(DASH_E_INVALID, "handle and offset must not be NULL");
+  if (device < 0)
+    return sim_fail(DASH_E_INVALID, "export of %p: no device given", ptr);
+  if (device != 0)
+    return no_such_device(device);
+  pthread_mutex_lock(&g_lock);
+  /* An empty range still names the byte it starts at. */
+  struct sim_alloc *a = alloc_holding((uintptr_t)ptr, bytes ? bytes : 1);
+  if (a != NULL) {
+    memset(handle, 0, DASH_CUDA_IPC_HANDLE_BYTES);
+    memcpy(handle, MEM_MAGIC, MAGIC_BYTES);
+    put64(handle, H_PID, (uint64_t)getpid());
+    put64(handle, H_FD, (uint64_t)a->fd);
+    put64(handle, H_SIZE, a->size);
+    put64(handle, H_ID, a->id);
+    *offset = (uint64_t)((const unsigned char *)ptr - a->base);
+  }
+  pthread_mutex_unlock(&g_lock);
+  if (a == NULL)
+    return sim_fail(DASH_E_BAD_MEMORY,
+                    "[%p, +%zu bytes) is not memory of device 0 (or leaves "
+                    "its allocation)",
+                    ptr, bytes);
+  return 0;
+}
+
+static int sim_mem_open(const unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
+                        void **base, size_t *size) {
+  int rc = 0, fd = -1;
+  void *map = MAP_FAILED;
+  struct sim_map *m = NULL;
+  char path[64], link[128], want[64];
+  struct stat st;
+
+  if (handle == NULL || base == NULL || size == NULL)
+    return sim_fail(DASH_E_INVALID, "handle, base and size must not be NULL");
+  if (memcmp(handle, MEM_MAGIC, MAGIC_BYTES) != 0)
+    return sim_fail(DASH_E_BAD_MEMORY,
+                    "not a CUDA IPC handle (of the simulated GPU)");
+  int64_t pid = (int64_t)get64(handle, H_PID);
+  int64_t hfd = (int64_t)get64(handle, H_FD);
+  uint64_t hsize = get64(handle, H_SIZE), id = get64(handle, H_ID);
+  if (pid <= 0 || pid > INT_MAX || hfd < 0 || hfd > INT_MAX || hsize == 0 ||
+      hsize > SIZE_MAX)
+    return sim_fail(DASH_E_BAD_MEMORY, "not a CUDA IPC handle (malformed)");
+  /* The runtime refuses a handle in the process that made it. */
+  if (pid == (int64_t)getpid())
+    return sim_fail(DASH_E_BAD_MEMORY,
+                    "the CUDA IPC handle was exported by this process, "
+                    "which cannot open it");
+  snprintf(path, sizeof(path), "/proc/%" PRId64 "/fd/%" PRId64, pid, hfd);
+  snprintf(want, sizeof(want), "/memfd:dash-sim-%" PRIu64 " (deleted)", id);
+  /* The fd is gone when the exporter freed the allocation or ended. */
+  ssize_t n = readlink(path, link, sizeof(link) - 1);
+  if (n < 0 && errno == ENOENT)
+    return sim_fail(DASH_E_BAD_MEMORY,
+                    "CUDA IPC handle of process %" PRId64
+                    ": its allocation was freed or the process ended (%s: "
+                    "%s)",
+                    pid, path, strerror(errno));
+  if (n < 0)
+    return sim_fail(DASH_E_BAD_MEMORY,
+                    "CUDA IPC handle of process %" PRId64 ": %s: %s", pid, path,
+                    strerror(errno));
+  link[n] = '\0';
+  if (strcmp(link, want) != 0)
+    return sim_fail(DASH_E_BAD_MEMORY,
+                    "CUDA IPC handle of process %" PRId64
+                    ": its allocation was freed (%s is %s)",
+                    pid, path, link);
+  fd = open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    rc = sim_fail(DASH_E_BAD_MEMORY,
+                  "CUDA IPC handle of process %" PRId64 ": %s: %s", pid, path,
+                  strerror(errno));
+    goto out;
+  }
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+      (uint64_t)st.st_size != hsize) {
+    rc = sim_fail(DASH_E_BAD_MEMORY,
+                  "CUDA IPC handle of process %" PRId64
+                  ": %s is not an allocation of %" PRIu64 " bytes",
+                  pid, path, hsize);
+    goto out;
+  }
+  m = calloc(1, sizeof(*m));
+  if (m == NULL) {
+    rc = sim_fail(DASH_E_NOMEM, "mapping of a CUDA IPC handle");
+    goto out;
+  }
+  map = mmap(NULL, (size_t)hsize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) {
+    rc = sim_fail(DASH_E_BAD_MEMORY, "mapping %" PRIu64 " bytes of %s: %s",
+                  hsize, path, strerror(errno));
+    goto out;
+  }
+  m->base = map;
+  m->size = (size_t)hsize;
+  m->dev = st.st_dev;
+  m->ino = st.st_ino;
+  pthread_mutex_lock(&g_lock);
+  int twice = 0;
+  for (struct sim_map *o = g_maps; o != NULL; o = o->next)
+    twice |= o->dev == m->dev && o->ino == m->ino;
+  if (!twice) {
+    m->next = g_maps;
+    g_maps = m;
+  }
+  pthread_mutex_unlock(&g_lock);
+  /* Stricter than CUDA 11 and later, which count a second open of one
+   * handle and return the same pointer: tests then catch a daemon that
+   * maps what it already holds instead of keeping one mapping. */
+  if (twice) {
+    rc = sim_fail(DASH_E_BAD_MEMORY,
+                  "the CUDA IPC handle of process %" PRId64
+                  " is already mapped in this process",
+                  pid);
+    goto out;
+  }
+  *base = map;
+  *size = (size_t)hsize;
+  map = MAP_FAILED;
+  m = NULL;
+out:
+  if (map != MAP_FAILED)
+    munmap(map, (size_t)hsize);
+  if (fd >= 0)
+    close(fd);
+  free(m);
+  return rc;
+}
+
+static void sim_mem_close(void *base) {
+  struct sim_map *m = NULL;
+  if (base == NULL)
+    return;
+  pthread_mutex_lock(&g_lock);
+  for (struct sim_map **pp = &g_maps; *pp != NULL; pp = &(*pp)->next) {
+    if ((*pp)->base == base) {
+      m = *pp;
+      *pp = m->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  if (m == NULL)
+    return;
+  munmap(m->base, m->size);
+  free(m);
+}
+
+/* Events and streams: work is done when it is queued, so an event is
+ * complete once recorded and waiting on one is nothing. */
+
+static int add_event(int64_t pid, uint64_t id, void **event) {
+  struct sim_event *e = calloc(1, sizeof(*e));
+  if (e == NULL)
+    return sim_fail(DASH_E_NOMEM, "event");
+  e->pid = pid;
+  pthread_mutex_lock(&g_lock);
+  e->id = id != 0 ? id : g_next_id++;
+  e->next = g_events;
+  g_events = e;
+  pthread_mutex_unlock(&g_lock);
+  *event = e;
+  return 0;
+}
+
+static int sim_event_create(int device, void **event,
+                            unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES]) {
+  int rc;
+  if (event == NULL || handle == NULL)
+    return sim_fail(DASH_E_INVALID, "event and handle must not be NULL");
+  *event = NULL;
+  if ((rc = check_device(device)) < 0)
+    return rc;
+  if ((rc = add_event((int64_t)getpid(), 0, event)) < 0)
+    return rc;
+  const struct sim_event *e = *event;
+  memset(handle, 0, DASH_CUDA_IPC_HANDLE_BYTES);
+  memcpy(handle, EVENT_MAGIC, MAGIC_BYTES);
+  put64(handle, H_PID, (uint64_t)e->pid);
+  put64(handle, H_FD, e->id);
+  return 0;
+}
+
+static int sim_event_open(
+    int device, const unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
+    void **event) {
+  int rc;
+  if (handle == NULL || event == NULL)
+    return sim_fail(DASH_E_INVALID, "handle and event must not be NULL");
+  *event = NULL;
+  if ((rc = check_device(device)) < 0)
+    return rc;
+  int64_t pid = (int64_t)get64(handle, H_PID);
+  uint64_t id = get64(handle, H_FD);
+  if (memcmp(handle, EVENT_MAGIC, MAGIC_BYTES) != 0 || pid <= 0 || id == 0)
+    return sim_fail(DASH_E_CUDA,
+                    "cudaIpcOpenEventHandle: not a CUDA IPC event handle (of "
+                    "the simulated GPU)");
+  return add_event(pid, id, event);
+}
+
+static void sim_event_destroy(void *event) {
+  struct sim_event *e = NULL;
+  if (event == NULL)
+    return;
+  pthread_mutex_lock(&g_lock);
+  for (struct sim_event **pp = &g_events; *pp != NULL; pp = &(*pp)->next) {
+    if ((void *)*pp == event) {
+      e = *pp;
+      *pp = e->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  free(e);
+}
+
+/* Checks device, event and stream; counts a record when asked to. */
+static int use_event(int device, void *event, void *stream, int record) {
+  int rc;
+  if ((rc = check_device(device)) < 0)
+    return rc;
+  pthread_mutex_lock(&g_lock);
+  struct sim_event *e = event_known(event);
+  int stream_ok = stream_known(stream);
+  if (e != NULL && stream_ok && record)
+    e->records++;
+  pthread_mutex_unlock(&g_lock);
+  if (e == NULL)
+    return not_ours("event", event);
+  return stream_ok ? 0 : not_ours("stream", stream);
+}
+
+static int sim_event_record(int device, void *event, void *stream) {
+  return use_event(device, event, stream, 1);
+}
+
+static int sim_stream_wait(int device, void *stream, void *event) {
+  return use_event(device, event, stream, 0);
+}
+
+static int sim_stream_create(int high, void **stream) {
+  if (stream == NULL)
+    return sim_fail(DASH_E_INVALID, "stream is NULL");
+  struct sim_stream *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return sim_fail(DASH_E_NOMEM, "stream");
+  s->high = high != 0;
+  pthread_mutex_lock(&g_lock);
+  s->next = g_streams;
+  g_streams = s;
+  pthread_mutex_unlock(&g_lock);
+  *stream = s;
+  return 0;
+}
+
+static void sim_stream_destroy(void *stream) {
+  struct sim_stream *s = NULL;
+  if (stream == NULL)
+    return;
+  pthread_mutex_lock(&g_lock);
+  for (struct sim_stream **pp = &g_streams; *pp != NULL; pp = &(*pp)->next) {
+    if ((void *)*pp == stream) {
+      s = *pp;
+      *pp = s->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  free(s);
+}
+
+static int sim_stream_sync(void *stream) {
+  return check_stream(stream);
+}
+
+static int sim_copy(void *dst, const void *src, size_t bytes, void *stream) {
+  int rc;
+  if ((rc = check_stream(stream)) < 0 ||
+      (rc = check_device_memory("copy source", src, bytes)) < 0 ||
+      (rc = check_device_memory("copy destination", dst, bytes)) < 0)
+    return rc;
+  if (bytes > 0)
+    memmove(dst, src, bytes);
+  return 0;
+}
+
+/* dash-bench's helpers. */
+
+static const char *sim_tools_error(void) {
+  return t_last;
+}
+
+static int sim_tools_device(char *name, size_t name_len, char *desc,
+                            size_t desc_len) {
+  if (name != NULL && name_len > 0)
+    snprintf(name, name_len, "%s", SIM_NAME);
+  if (desc != NULL && desc_len > 0)
+    snprintf(desc, desc_len,
+             "device 0: %s (%s), host memory, computing with the CPU "
+             "backend",
+             SIM_NAME, SIM_UUID);
+  return 0;
+}
+
+static int sim_tools_upload(void *dev, const void *host, size_t bytes) {
+  int rc = check_device_memory("upload destination", dev, bytes);
+  if (rc == 0 && bytes > 0)
+    memcpy(dev, host, bytes);
+  return rc;
+}
+
+static int sim_tools_download(void *host, const void *dev, size_t bytes) {
+  int rc = check_device_memory("download source", dev, bytes);
+  if (rc == 0 && bytes > 0)
+    memcpy(host, dev, bytes);
+  return rc;
+}
+
+static int sim_tools_sync(void) {
+  return 0;
+}
+
+static int sim_tools_roofline(size_t n, size_t b, dash_precision precision,
+                              int rounds, double min_ms, double *gflops) {
+  return sim_fail(DASH_E_UNSUPPORTED,
+                  "the simulated GPU has no cuBLAS to measure a roofline of");
+}
+
+static const struct dash__cuda_tools kTools = {
+    .error = sim_tools_error,
+    .device = sim_tools_device,
+    .alloc = sim_alloc,
+    .free = sim_free,
+    .upload = sim_tools_upload,
+    .download = sim_tools_download,
+    .sync = sim_tools_sync,
+    .roofline = sim_tools_roofline,
+};
+
+static const struct dash__cuda_ipc kIpc = {
+    .export_mem = sim_export_mem,
+    .device_uuid = sim_device_uuid,
+    .event_create = sim_event_create,
+    .event_open = sim_event_open,
+    .event_destroy = sim_event_destroy,
+    .event_record = sim_event_record,
+    .stream_wait = sim_stream_wait,
+    .mem_open = sim_mem_open,
+    .mem_close = sim_mem_close,
+    .stream_create = sim_stream_create,
+    .stream_destroy = sim_stream_destroy,
+    .stream_sync = sim_stream_sync,
+    .alloc = sim_alloc,
+    .free = sim_free,
+    .copy = sim_copy,
+};
+
+static const struct dash__cuda_plugin kPlugin = {
+    .abi = DASH_CUDA_PLUGIN_ABI,
+    .plan_size = sizeof(struct dash_roots_plan),
+    .options_size = sizeof(dash_roots_options),
+    .device_count = sim_device_count,
+    .describe = sim_describe,
+    .select = sim_select,
+    .plan_init = sim_plan_init,
+    .execute = sim_execute,
+    .plan_free = sim_plan_free,
+    .tools = &kTools,
+    .ipc = &kIpc,
+};
+
+__attribute__((visibility("default"))) const struct dash__cuda_plugin *
+dash_cuda_plugin_entry(const struct dash__cuda_host *host);
+
+const struct dash__cuda_plugin *dash_cuda_plugin_entry(
+    const struct dash__cuda_host *host) {
+  /* A host of another ABI or layout gets nothing, as from the real
+   * plugin; this one also needs the CPU backend. */
+  if (host == NULL || host->abi != DASH_CUDA_PLUGIN_ABI ||
+      host->plan_size != sizeof(struct dash_roots_plan) ||
+      host->options_size != sizeof(dash_roots_options) || host->fail == NULL ||
+      host->cpu_plan_init == NULL || host->cpu_execute == NULL ||
+      host->cpu_plan_free == NULL)
+    return NULL;
+  g_host = host;
+  return &kPlugin;
+}

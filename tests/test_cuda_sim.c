@@ -1,0 +1,637 @@
+/* The simulated GPU (tests/cuda_sim.c, libdash_cuda_sim.so) that the
+ * CUDA_IPC tests of dashd and libdash run on where there is no GPU: it
+ * loads as the CUDA plugin, computes exactly what the CPU backend computes,
+ * shares its memory with another process through IPC handles, and refuses
+ * what the CUDA runtime refuses (or, for a second open of one handle, what
+ * a daemon must never do). ctest runs it with
+ * DASH_CUDA_PLUGIN=$<TARGET_FILE:dash_cuda_sim>.
+ *
+ * Memory is shared with a forked child, the exporter: it allocates, fills
+ * and exports, sends the handle up a pipe, and waits for commands; the
+ * test (the importer) opens and checks. */
+#define _GNU_SOURCE
+
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../kernels/internal.h"
+
+#define TEST_TIMEOUT_S 30
+#define SIM_DESCRIPTION \
+  "dash simulated GPU (GPU-5151a7ed-0000-4000-8000-000000000000)"
+#define SIM_UUID "GPU-5151a7ed-0000-4000-8000-000000000000"
+
+/* The loaded simulation, with both of its tables. */
+static const struct dash__cuda_plugin *sim(void) {
+  const char *why = "";
+  const struct dash__cuda_plugin *p = dash__cuda_load_plugin(&why);
+  ck_assert_msg(p != NULL, "the simulation did not load: %s", why);
+  ck_assert_ptr_nonnull(p->tools);
+  ck_assert_ptr_nonnull(p->ipc);
+  return p;
+}
+
+static const struct dash__cuda_ipc *ipc(void) {
+  return sim()->ipc;
+}
+
+static void *dev_alloc(size_t bytes) {
+  void *p = NULL;
+  ck_assert_int_eq(ipc()->alloc(&p, bytes), 0);
+  ck_assert_ptr_nonnull(p);
+  return p;
+}
+
+static int write_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* 0, or -1 at an error or end of file before len bytes. */
+static int read_all(int fd, void *buf, size_t len) {
+  char *p = buf;
+  while (len > 0) {
+    ssize_t n = read(fd, p, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* A child process holding one allocation of kFloats floats, 1, 2, 3, …,
+ * of which it exported the piece from float kAt on. */
+enum { kFloats = 1024, kAt = 64 };
+
+struct exporter {
+  pid_t pid;
+  int up, down; /* the child's replies; commands to it */
+  unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES];
+  uint64_t offset;
+};
+
+/* The child's side: exits 0 when its memory still holds what it wrote,
+ * 10 when the importer changed float kAt to −1, another code when
+ * something failed. Commands: 'r' frees the allocation and makes another
+ * of the same size (likely at the same fd), replying 'k'; end of file
+ * ends the child. */
+static int exporter_main(int up, int down) {
+  const struct dash__cuda_ipc *x = dash__cuda_load_plugin(NULL)->ipc;
+  float *v = NULL;
+  unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES];
+  uint64_t off = 0;
+  char cmd;
+  if (x->alloc((void **)&v, kFloats * sizeof(float)) != 0)
+    return 1;
+  for (int i = 0; i < kFloats; i++)
+    v[i] = (float)(i + 1);
+  if (x->export_mem(0, v + kAt, (kFloats - kAt) * sizeof(float), h, &off) !=
+          0 ||
+      write_all(up, h, sizeof(h)) < 0 || write_all(up, &off, sizeof(off)) < 0)
+    return 2;
+  while (read_all(down, &cmd, 1) == 0) {
+    if (cmd != 'r')
+      return 3;
+    x->free(v);
+    if (x->alloc((void **)&v, kFloats * sizeof(float)) != 0 ||
+        write_all(up, "k", 1) < 0)
+      return 4;
+    v[kAt] = (float)(kAt + 1);
+  }
+  int status = v[kAt] == -1.0f ? 10 : v[kAt] == (float)(kAt + 1) ? 0 : 5;
+  x->free(v);
+  return status;
+}
+
+static void start_exporter(struct exporter *ex) {
+  int up[2], down[2];
+  sim(); /* loaded here, so the child has it */
+  ck_assert_int_eq(pipe(up), 0);
+  ck_assert_int_eq(pipe(down), 0);
+  ex->pid = fork();
+  ck_assert_int_ge(ex->pid, 0);
+  if (ex->pid == 0) {
+    close(up[0]);
+    close(down[1]);
+    _exit(exporter_main(up[1], down[0]));
+  }
+  close(up[1]);
+  close(down[0]);
+  ex->up = up[0];
+  ex->down = down[1];
+  ck_assert_int_eq(read_all(ex->up, ex->handle, sizeof(ex->handle)), 0);
+  ck_assert_int_eq(read_all(ex->up, &ex->offset, sizeof(ex->offset)), 0);
+}
+
+/* Frees the child's allocation and makes another in its place. */
+static void exporter_reallocate(struct exporter *ex) {
+  char reply = 0;
+  ck_assert_int_eq(write_all(ex->down, "r", 1), 0);
+  ck_assert_int_eq(read_all(ex->up, &reply, 1), 0);
+  ck_assert_int_eq(reply, 'k');
+}
+
+/* Ends the child; its exit code. */
+static int finish_exporter(struct exporter *ex) {
+  int status = 0;
+  close(ex->down);
+  ck_assert_int_eq(waitpid(ex->pid, &status, 0), ex->pid);
+  close(ex->up);
+  ck_assert_msg(WIFEXITED(status), "the exporter died (status %d)", status);
+  return WEXITSTATUS(status);
+}
+
+/* A stack of n b×b symmetric positive definite blocks: M·Mᵀ + b·I with M
+ * of a fixed pseudo-random sequence. */
+static float *spd_stack(size_t n, size_t b) {
+  float *a = calloc(n * b * b, sizeof(float));
+  float *m = calloc(b * b, sizeof(float));
+  ck_assert_ptr_nonnull(a);
+  ck_assert_ptr_nonnull(m);
+  uint64_t s = 0x5151a7edu;
+  for (size_t k = 0; k < n; k++) {
+    for (size_t i = 0; i < b * b; i++) {
+      s = s * 6364136223846793005u + 1442695040888963407u;
+      m[i] = (float)((double)(s >> 40) / (double)(1u << 24)) - 0.5f;
+    }
+    float *blk = a + k * b * b;
+    for (size_t i = 0; i < b; i++) {
+      for (size_t j = 0; j < b; j++) {
+        double acc = i == j ? (double)b : 0.0;
+        for (size_t l = 0; l < b; l++)
+          acc += (double)m[i * b + l] * m[j * b + l];
+        blk[i * b + j] = (float)acc;
+      }
+    }
+  }
+  free(m);
+  return a;
+}
+
+START_TEST(test_cuda_sim_loads_as_the_cuda_plugin) {
+  const struct dash__cuda_plugin *p = sim();
+  ck_assert_int_eq(p->abi, DASH_CUDA_PLUGIN_ABI);
+  ck_assert_ptr_eq(dash__cuda_load_plugin(NULL), p);
+  ck_assert_int_eq(p->device_count(), 1);
+  ck_assert_int_eq(dash_roots_cuda_available(), 1);
+
+  char text[128];
+  ck_assert_int_eq(dash_roots_cuda_describe(text, sizeof(text)), 0);
+  ck_assert_str_eq(text, SIM_DESCRIPTION);
+  char uuid[64];
+  ck_assert_int_eq(p->ipc->device_uuid(0, uuid, sizeof(uuid)), 0);
+  ck_assert_str_eq(uuid, SIM_UUID);
+  ck_assert_int_eq(p->ipc->device_uuid(1, uuid, sizeof(uuid)), DASH_E_CUDA);
+  ck_assert_int_eq(p->ipc->device_uuid(0, uuid, 8), DASH_E_INVALID);
+
+  char name[64], desc[256];
+  ck_assert_int_eq(p->tools->device(name, sizeof(name), desc, sizeof(desc)), 0);
+  ck_assert_str_eq(name, "dash simulated GPU");
+}
+END_TEST
+
+START_TEST(test_cuda_sim_selects_device_zero_by_ordinal_or_uuid_prefix) {
+  sim();
+  ck_assert_int_eq(dash_roots_cuda_select("0"), 0);
+  ck_assert_int_eq(dash_roots_cuda_select("GPU-5151a7ed"), 0);
+  ck_assert_int_eq(dash_roots_cuda_select("gpu-5151A7ED-0000"), DASH_E_INVALID);
+  ck_assert_int_eq(dash_roots_cuda_select("GPU-5151A7ED-0000"), 0);
+  ck_assert_int_eq(dash_roots_cuda_select(SIM_UUID), 0);
+  ck_assert_int_eq(dash_roots_cuda_select("1"), DASH_E_NO_DEVICE);
+  ck_assert_int_eq(dash_roots_cuda_select("GPU-deadbeef"), DASH_E_NO_DEVICE);
+  ck_assert_int_eq(dash_roots_cuda_select(SIM_UUID "0"), DASH_E_NO_DEVICE);
+  ck_assert_int_eq(dash_roots_cuda_select("GPU-5151"), DASH_E_INVALID);
+  ck_assert_int_eq(dash_roots_cuda_select("cuda:0"), DASH_E_INVALID);
+  ck_assert_int_eq(dash_roots_cuda_select(""), DASH_E_INVALID);
+}
+END_TEST
+
+/* Same code, same thread count: the results must be bitwise equal. */
+START_TEST(test_cuda_sim_computes_what_the_cpu_backend_computes) {
+  static const dash_method methods[] = {DASH_METHOD_AUTO, DASH_METHOD_NEWTON_DB,
+                                        DASH_METHOD_COUPLED_NEWTON,
+                                        DASH_METHOD_EVD, DASH_METHOD_CHEBYSHEV};
+  const size_t n = 3, b = 8, total = n * b * b, bytes = total * sizeof(float);
+  const struct dash__cuda_ipc *x = ipc();
+  float *in = spd_stack(n, b);
+  float *want = calloc(total, sizeof(float)), *got = calloc(total, 4);
+  ck_assert_ptr_nonnull(want);
+  ck_assert_ptr_nonnull(got);
+  float *d_in = dev_alloc(bytes), *d_out = dev_alloc(bytes);
+  void *stream = NULL;
+  ck_assert_int_eq(x->stream_create(0, &stream), 0);
+  memcpy(d_in, in, bytes);
+
+  for (size_t k = 0; k < sizeof(methods) / sizeof(methods[0]); k++) {
+    dash_roots_options o = DASH_ROOTS_OPTIONS_INIT;
+    o.method = methods[k];
+    o.threads = 1;
+    dash_block_info want_info[3], got_info[3];
+    dash_roots_report rep;
+    dash_roots_plan *cpu = NULL, *gpu = NULL;
+    ck_assert_int_eq(dash_roots_plan_create(&cpu, n, b, &o), 0);
+    o.backend = DASH_BACKEND_CUDA;
+    ck_assert_int_eq(dash_roots_plan_create(&gpu, n, b, &o), 0);
+    ck_assert_int_eq(dash_roots_plan_options(gpu)->backend, DASH_BACKEND_CUDA);
+    ck_assert_int_eq(dash_roots_plan_options(gpu)->method,
+                     dash_roots_plan_options(cpu)->method);
+    ck_assert_int_ne(dash_roots_plan_options(gpu)->method, DASH_METHOD_AUTO);
+
+    ck_assert_int_eq(dash_roots_execute(cpu, want, in, want_info, NULL), 0);
+    memset(d_out, 0, bytes);
+    ck_assert_int_eq(
+        dash_roots_execute_device(gpu, d_out, d_in, got_info, &rep, stream), 0);
+    ck_assert_int_eq(rep.backend, DASH_BACKEND_CUDA);
+    ck_assert_msg(memcmp(d_out, want, bytes) == 0,
+                  "method %s: the device result differs from the CPU's",
+                  dash_method_name(methods[k]));
+    ck_assert_int_eq(memcmp(got_info, want_info, sizeof(want_info)), 0);
+    /* From host buffers, and on the legacy default stream. */
+    ck_assert_int_eq(dash_roots_execute(gpu, got, in, NULL, NULL), 0);
+    ck_assert_int_eq(memcmp(got, want, bytes), 0);
+    ck_assert_int_eq(
+        dash_roots_execute_device(gpu, d_out, d_in, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(memcmp(d_out, want, bytes), 0);
+    dash_roots_plan_destroy(gpu);
+    dash_roots_plan_destroy(cpu);
+  }
+  x->stream_destroy(stream);
+  x->free(d_out);
+  x->free(d_in);
+  free(got);
+  free(want);
+  free(in);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_device_only_plan_takes_device_buffers_only) {
+  const size_t n = 2, b = 4, bytes = n * b * b * sizeof(float);
+  float *in = spd_stack(n, b), out[32];
+  float *d_in = dev_alloc(bytes), *d_out = dev_alloc(bytes);
+  memcpy(d_in, in, bytes);
+  dash_roots_options o = DASH_ROOTS_OPTIONS_INIT;
+  o.backend = DASH_BACKEND_CUDA;
+  o.device_only = 1;
+  dash_roots_plan *plan = NULL;
+  ck_assert_int_eq(dash_roots_plan_create(&plan, n, b, &o), 0);
+  ck_assert_int_eq(dash_roots_execute(plan, out, in, NULL, NULL),
+                   DASH_E_INVALID);
+  ck_assert_int_eq(
+      dash_roots_execute_device(plan, d_out, d_in, NULL, NULL, NULL), 0);
+  dash_roots_plan_destroy(plan);
+  ipc()->free(d_out);
+  ipc()->free(d_in);
+  free(in);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_execute_device_refuses_host_memory) {
+  const size_t n = 2, b = 4, bytes = n * b * b * sizeof(float);
+  float *in = spd_stack(n, b), out[32];
+  float *d_in = dev_alloc(bytes), *d_out = dev_alloc(bytes);
+  int not_a_stream = 0;
+  dash_roots_options o = DASH_ROOTS_OPTIONS_INIT;
+  o.backend = DASH_BACKEND_CUDA;
+  dash_roots_plan *plan = NULL;
+  ck_assert_int_eq(dash_roots_plan_create(&plan, n, b, &o), 0);
+  ck_assert_int_eq(dash_roots_execute_device(plan, d_out, in, NULL, NULL, NULL),
+                   DASH_E_CUDA);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "not memory"));
+  ck_assert_int_eq(dash_roots_execute_device(plan, out, d_in, NULL, NULL, NULL),
+                   DASH_E_CUDA);
+  ck_assert_int_eq(
+      dash_roots_execute_device(plan, d_out, d_in, NULL, NULL, &not_a_stream),
+      DASH_E_CUDA);
+  dash_roots_plan_destroy(plan);
+  /* A stack that runs past the end of its allocation. */
+  ck_assert_int_eq(dash_roots_plan_create(&plan, n + 1, b, &o), 0);
+  ck_assert_int_eq(
+      dash_roots_execute_device(plan, d_out, d_in, NULL, NULL, NULL),
+      DASH_E_CUDA);
+  dash_roots_plan_destroy(plan);
+  ipc()->free(d_out);
+  ipc()->free(d_in);
+  free(in);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_shares_memory_with_another_process) {
+  struct exporter ex;
+  start_exporter(&ex);
+  ck_assert_int_eq(ex.offset, kAt * sizeof(float));
+  void *base = NULL;
+  size_t size = 0;
+  ck_assert_int_eq(ipc()->mem_open(ex.handle, &base, &size), 0);
+  ck_assert_uint_eq(size, kFloats * sizeof(float));
+  const float *v = base;
+  for (int i = 0; i < kFloats; i++)
+    ck_assert_float_eq(v[i], (float)(i + 1));
+  /* The opened memory is device memory here: a copy into it reaches the
+   * exporter. */
+  float *mine = dev_alloc(sizeof(float));
+  *mine = -1.0f;
+  ck_assert_int_eq(
+      ipc()->copy((char *)base + ex.offset, mine, sizeof(float), NULL), 0);
+  ipc()->free(mine);
+  ipc()->mem_close(base);
+  ck_assert_int_eq(finish_exporter(&ex), 10);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_refuses_a_second_open_of_one_handle) {
+  struct exporter ex;
+  start_exporter(&ex);
+  void *base = NULL, *again = NULL;
+  size_t size = 0;
+  ck_assert_int_eq(ipc()->mem_open(ex.handle, &base, &size), 0);
+  ck_assert_int_eq(ipc()->mem_open(ex.handle, &again, &size),
+                   DASH_E_BAD_MEMORY);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "already mapped"));
+  ck_assert_ptr_null(again);
+  /* Once closed, it opens again. */
+  ipc()->mem_close(base);
+  ck_assert_int_eq(ipc()->mem_open(ex.handle, &again, &size), 0);
+  ipc()->mem_close(again);
+  ck_assert_int_eq(finish_exporter(&ex), 0);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_refuses_a_handle_of_freed_memory) {
+  struct exporter ex;
+  start_exporter(&ex);
+  exporter_reallocate(&ex);
+  void *base = NULL;
+  size_t size = 0;
+  ck_assert_int_eq(ipc()->mem_open(ex.handle, &base, &size), DASH_E_BAD_MEMORY);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "freed"));
+  ck_assert_int_eq(finish_exporter(&ex), 0);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_refuses_a_handle_of_a_dead_exporter) {
+  struct exporter ex;
+  start_exporter(&ex);
+  ck_assert_int_eq(finish_exporter(&ex), 0);
+  void *base = NULL;
+  size_t size = 0;
+  ck_assert_int_eq(ipc()->mem_open(ex.handle, &base, &size), DASH_E_BAD_MEMORY);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "process ended"));
+  ck_assert_ptr_null(base);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_refuses_a_handle_of_this_process) {
+  const struct dash__cuda_ipc *x = ipc();
+  float *p = dev_alloc(64);
+  unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES];
+  uint64_t off = 1;
+  void *base = NULL;
+  size_t size = 0;
+  ck_assert_int_eq(x->export_mem(0, p, 64, h, &off), 0);
+  ck_assert_uint_eq(off, 0);
+  ck_assert_int_eq(x->mem_open(h, &base, &size), DASH_E_BAD_MEMORY);
+  x->free(p);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_rejects_a_bad_magic) {
+  const struct dash__cuda_ipc *x = ipc();
+  unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES] = {0}, ev[sizeof(h)];
+  void *base = NULL, *event = NULL;
+  size_t size = 0;
+  ck_assert_int_eq(x->mem_open(h, &base, &size), DASH_E_BAD_MEMORY);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "not a CUDA IPC handle"));
+  ck_assert_int_eq(x->event_open(-1, h, &event), DASH_E_CUDA);
+  ck_assert_ptr_null(event);
+
+  /* An event's handle is no memory handle, and the reverse. */
+  void *mine = NULL;
+  ck_assert_int_eq(x->event_create(0, &mine, ev), 0);
+  ck_assert_int_eq(x->mem_open(ev, &base, &size), DASH_E_BAD_MEMORY);
+  float *p = dev_alloc(64);
+  uint64_t off;
+  ck_assert_int_eq(x->export_mem(0, p, 64, h, &off), 0);
+  ck_assert_int_eq(x->event_open(0, h, &event), DASH_E_CUDA);
+  x->free(p);
+  x->event_destroy(mine);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_rejects_an_out_of_range_export) {
+  const struct dash__cuda_ipc *x = ipc();
+  unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES];
+  uint64_t off = 0;
+  char *p = dev_alloc(4096);
+  float host[4];
+  ck_assert_int_eq(x->export_mem(0, p + 4000, 96, h, &off), 0);
+  ck_assert_uint_eq(off, 4000);
+  ck_assert_int_eq(x->export_mem(0, p + 4000, 97, h, &off), DASH_E_BAD_MEMORY);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "not memory of device 0"));
+  ck_assert_int_eq(x->export_mem(0, p - 1, 2, h, &off), DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->export_mem(0, p + 4096, 0, h, &off), DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->export_mem(0, p, SIZE_MAX, h, &off), DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->export_mem(0, host, sizeof(host), h, &off),
+                   DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->export_mem(1, p, 16, h, &off), DASH_E_CUDA);
+  ck_assert_int_eq(x->export_mem(-1, p, 16, h, &off), DASH_E_INVALID);
+  x->free(p);
+  ck_assert_int_eq(x->export_mem(0, p, 16, h, &off), DASH_E_BAD_MEMORY);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_events_record_and_wait_at_once) {
+  const struct dash__cuda_ipc *x = ipc();
+  unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES];
+  void *event = NULL, *opened = NULL, *s1 = NULL, *s2 = NULL;
+  int not_ours = 0;
+  ck_assert_int_eq(x->stream_create(0, &s1), 0);
+  ck_assert_int_eq(x->stream_create(1, &s2), 0);
+  ck_assert_ptr_nonnull(s1);
+  ck_assert_ptr_ne(s1, s2);
+  ck_assert_int_eq(x->event_create(0, &event, h), 0);
+  ck_assert_int_eq(x->event_create(1, &opened, h), DASH_E_CUDA);
+  ck_assert_int_eq(x->event_open(1, h, &opened), DASH_E_CUDA);
+  ck_assert_int_eq(x->event_open(-1, h, &opened), 0);
+  ck_assert_ptr_nonnull(opened);
+  ck_assert_ptr_ne(opened, event);
+  ck_assert_int_eq(x->event_record(0, event, s1), 0);
+  ck_assert_int_eq(x->event_record(-1, event, NULL), 0);
+  ck_assert_int_eq(x->stream_wait(-1, s2, opened), 0);
+  ck_assert_int_eq(x->stream_wait(0, NULL, event), 0);
+  ck_assert_int_eq(x->event_record(0, opened, s2), 0);
+  ck_assert_int_eq(x->stream_sync(s1), 0);
+  ck_assert_int_eq(x->stream_sync(NULL), 0);
+
+  ck_assert_int_eq(x->event_record(1, event, s1), DASH_E_CUDA);
+  ck_assert_int_eq(x->event_record(0, &not_ours, s1), DASH_E_CUDA);
+  ck_assert_int_eq(x->event_record(0, event, &not_ours), DASH_E_CUDA);
+  ck_assert_int_eq(x->stream_wait(0, s1, NULL), DASH_E_CUDA);
+  ck_assert_int_eq(x->stream_wait(0, &not_ours, event), DASH_E_CUDA);
+  ck_assert_int_eq(x->stream_sync(&not_ours), DASH_E_CUDA);
+
+  x->event_destroy(opened);
+  x->event_destroy(event);
+  x->event_destroy(NULL);
+  x->stream_destroy(s2);
+  x->stream_destroy(s1);
+  x->stream_destroy(NULL);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_copies_between_device_buffers_only) {
+  const struct dash__cuda_ipc *x = ipc();
+  unsigned char *a = dev_alloc(256), *b = dev_alloc(256);
+  unsigned char host[16] = {0};
+  void *stream = NULL;
+  ck_assert_int_eq(x->stream_create(0, &stream), 0);
+  for (int i = 0; i < 256; i++)
+    a[i] = (unsigned char)i;
+  ck_assert_int_eq(x->copy(b, a + 16, 128, stream), 0);
+  ck_assert_int_eq(b[0], 16);
+  ck_assert_int_eq(b[127], 143);
+  /* Overlapping, within one allocation. */
+  ck_assert_int_eq(x->copy(a + 1, a, 255, NULL), 0);
+  ck_assert_int_eq(a[255], 254);
+  ck_assert_int_eq(x->copy(b, a, 0, NULL), 0);
+  ck_assert_int_eq(x->copy(host, a, sizeof(host), NULL), DASH_E_CUDA);
+  ck_assert_int_eq(x->copy(a, host, sizeof(host), NULL), DASH_E_CUDA);
+  ck_assert_int_eq(x->copy(a + 200, b, 57, NULL), DASH_E_CUDA);
+  ck_assert_int_eq(x->stream_sync(stream), 0);
+  x->stream_destroy(stream);
+  x->free(b);
+  x->free(a);
+
+  /* The allocations of alloc(0) and the bench's tools are the same
+   * memory. */
+  void *none = &none;
+  ck_assert_int_eq(x->alloc(&none, 0), 0);
+  ck_assert_ptr_null(none);
+  x->free(NULL);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_tools_move_memory_and_have_no_roofline) {
+  const struct dash__cuda_tools *t = sim()->tools;
+  float host[8] = {1, 2, 3, 4, 5, 6, 7, 8}, back[8] = {0};
+  void *dev = NULL;
+  unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES];
+  uint64_t off;
+  double gflops = 0;
+  ck_assert_int_eq(t->alloc(&dev, sizeof(host)), 0);
+  ck_assert_float_eq(((float *)dev)[7], 0.0f); /* zeroed */
+  ck_assert_int_eq(t->upload(dev, host, sizeof(host)), 0);
+  ck_assert_int_eq(t->sync(), 0);
+  ck_assert_int_eq(t->download(back, dev, sizeof(back)), 0);
+  ck_assert_int_eq(memcmp(back, host, sizeof(host)), 0);
+  ck_assert_int_eq(ipc()->export_mem(0, dev, sizeof(host), h, &off), 0);
+  ck_assert_int_eq(t->upload(back, host, sizeof(host)), DASH_E_CUDA);
+  ck_assert_int_eq(t->roofline(4, 8, DASH_PRECISION_FP32, 1, 0.0, &gflops),
+                   DASH_E_UNSUPPORTED);
+  ck_assert_str_ne(t->error(), "");
+  t->free(dev);
+}
+END_TEST
+
+/* The daemon calls from its loop and its worker thread at once. */
+static void *churn(void *arg) {
+  const struct dash__cuda_ipc *x = arg;
+  for (int i = 0; i < 200; i++) {
+    void *p = NULL, *q = NULL, *ev = NULL, *s = NULL;
+    unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES];
+    uint64_t off;
+    if (x->alloc(&p, 4096) != 0 || x->alloc(&q, 4096) != 0 ||
+        x->stream_create(0, &s) != 0 || x->event_create(0, &ev, h) != 0 ||
+        x->export_mem(0, (char *)p + 100, 200, h, &off) != 0 || off != 100 ||
+        x->copy(q, p, 4096, s) != 0 || x->event_record(0, ev, s) != 0 ||
+        x->stream_wait(0, s, ev) != 0)
+      return (void *)1;
+    x->event_destroy(ev);
+    x->stream_destroy(s);
+    x->free(q);
+    x->free(p);
+  }
+  return NULL;
+}
+
+START_TEST(test_cuda_sim_is_safe_across_threads) {
+  pthread_t t[4];
+  const struct dash__cuda_ipc *x = ipc();
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(pthread_create(&t[i], NULL, churn, (void *)x), 0);
+  for (int i = 0; i < 4; i++) {
+    void *r = NULL;
+    ck_assert_int_eq(pthread_join(t[i], &r), 0);
+    ck_assert_ptr_null(r);
+  }
+}
+END_TEST
+
+static Suite *cuda_sim_suite(void) {
+  Suite *s = suite_create("cuda_sim");
+  TCase *tc = tcase_create("core");
+  tcase_add_test(tc, test_cuda_sim_loads_as_the_cuda_plugin);
+  tcase_add_test(tc,
+                 test_cuda_sim_selects_device_zero_by_ordinal_or_uuid_prefix);
+  tcase_add_test(tc, test_cuda_sim_computes_what_the_cpu_backend_computes);
+  tcase_add_test(tc, test_cuda_sim_device_only_plan_takes_device_buffers_only);
+  tcase_set_timeout(tc, TEST_TIMEOUT_S);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("ipc");
+  tcase_add_test(tc, test_cuda_sim_shares_memory_with_another_process);
+  tcase_add_test(tc, test_cuda_sim_events_record_and_wait_at_once);
+  tcase_add_test(tc, test_cuda_sim_copies_between_device_buffers_only);
+  tcase_add_test(tc, test_cuda_sim_tools_move_memory_and_have_no_roofline);
+  tcase_add_test(tc, test_cuda_sim_is_safe_across_threads);
+  tcase_set_timeout(tc, TEST_TIMEOUT_S);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("bad input");
+  tcase_add_test(tc, test_cuda_sim_rejects_a_bad_magic);
+  tcase_add_test(tc, test_cuda_sim_rejects_an_out_of_range_export);
+  tcase_add_test(tc, test_cuda_sim_refuses_a_second_open_of_one_handle);
+  tcase_add_test(tc, test_cuda_sim_refuses_a_handle_of_freed_memory);
+  tcase_add_test(tc, test_cuda_sim_refuses_a_handle_of_a_dead_exporter);
+  tcase_add_test(tc, test_cuda_sim_refuses_a_handle_of_this_process);
+  tcase_add_test(tc, test_cuda_sim_execute_device_refuses_host_memory);
+  tcase_set_timeout(tc, TEST_TIMEOUT_S);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  /* Without the simulation the loader would find the real plugin or
+   * none, and these tests would prove nothing. */
+  const char *env = getenv("DASH_CUDA_PLUGIN");
+  if (env == NULL || strstr(env, "libdash_cuda_sim") == NULL) {
+    fprintf(stderr,
+            "test_cuda_sim: set DASH_CUDA_PLUGIN to the path of "
+            "libdash_cuda_sim.so (ctest does)\n");
+    return EXIT_FAILURE;
+  }
+  SRunner *sr = srunner_create(cuda_sim_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
