@@ -45,8 +45,22 @@ struct dash_client {
   char *device;
 };
 
+/* A CUDA stack's side of the hand-over on the trainer's GPU (DESIGN.md,
+ * "On GPU the hand-over is stream-ordered"). */
+struct dash__stack_cuda {
+  const struct dash__cuda_ipc *ipc;
+  int device;
+  float *stats; /* the trainer's buffers */
+  float *results;
+  void *stream; /* of the last dash_step(): dash_sync() orders on it */
+  void *step_event, *release_event;       /* ours, recorded by us */
+  void *snapshot_event, *result_event[2]; /* the daemon's, opened */
+};
+
 struct dash_stack {
   dash_client *c;
+  /* Non-NULL for a CUDA_IPC stack, whose stats and results are NULL. */
+  struct dash__stack_cuda *cuda;
   struct dash_stack *next; /* in c->stacks */
   uint64_t id;
   size_t n, b;

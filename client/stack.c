@@ -51,11 +51,24 @@ out:
   return rc;
 }
 
+static void cuda_free(struct dash__stack_cuda *g) {
+  if (g == NULL)
+    return;
+  const struct dash__cuda_ipc *ipc = g->ipc;
+  ipc->event_destroy(g->step_event);
+  ipc->event_destroy(g->release_event);
+  ipc->event_destroy(g->snapshot_event);
+  ipc->event_destroy(g->result_event[0]);
+  ipc->event_destroy(g->result_event[1]);
+  free(g);
+}
+
 static void stack_free(dash_stack *s) {
   if (s->stats != NULL)
     munmap(s->stats, s->stats_bytes);
   if (s->results != NULL)
     munmap(s->results, s->result_bytes);
+  cuda_free(s->cuda);
   free(s);
 }
 
@@ -70,50 +83,30 @@ static int check_options(const dash_stack_options *o) {
   return dash_roots_check_shape(o->num_blocks, o->block_size);
 }
 
-int dash_stack_create(dash_client *c, const dash_stack_options *o,
-                      dash_stack **out) {
-  Dashpb__Envelope req = DASHPB__ENVELOPE__INIT;
-  Dashpb__RegisterStack reg = DASHPB__REGISTER_STACK__INIT;
-  Dashpb__StackOptions opts = DASHPB__STACK_OPTIONS__INIT;
-  Dashpb__Envelope *reply = NULL;
-  int fds[2] = {-1, -1};
-  dash_stack *s = NULL;
-  size_t elems, stats_bytes, result_bytes;
-  void *stats = NULL, *results = NULL;
-  int rc;
-
-  dash__clear_error();
-  if (out == NULL)
-    return dash__fail(DASH_E_INVALID, "out is NULL");
-  *out = NULL;
-  if (c == NULL || o == NULL)
-    return dash__fail(DASH_E_INVALID, "client and options must not be NULL");
-  if ((rc = check_options(o)) < 0)
-    return rc;
+/* The sizes of a stack of these options: N·B·B floats of statistics and
+ * twice that of result slots. */
+static int stack_sizes(const dash_stack_options *o, size_t *stats_bytes,
+                       size_t *result_bytes) {
+  size_t elems;
   if (__builtin_mul_overflow(o->num_blocks, o->block_size, &elems) ||
       __builtin_mul_overflow(elems, o->block_size, &elems) ||
-      __builtin_mul_overflow(elems, sizeof(float), &stats_bytes) ||
-      __builtin_mul_overflow(stats_bytes, (size_t)2, &result_bytes) ||
-      result_bytes > (size_t)INT64_MAX)
+      __builtin_mul_overflow(elems, sizeof(float), stats_bytes) ||
+      __builtin_mul_overflow(*stats_bytes, (size_t)2, result_bytes) ||
+      *result_bytes > (size_t)INT64_MAX)
     return dash__fail(DASH_E_TOO_LARGE,
                       "%zu blocks of %zux%zu do not fit this address space",
                       o->num_blocks, o->block_size, o->block_size);
+  return 0;
+}
 
-  s = calloc(1, sizeof(*s));
-  if (s == NULL)
-    return dash__fail(DASH_E_NOMEM, "stack");
-  s->c = c;
-  s->n = o->num_blocks;
-  s->b = o->block_size;
-  if ((rc = shared_memfd("dash-stats", stats_bytes, &fds[0], &stats)) < 0)
-    goto out;
-  s->stats = stats;
-  s->stats_bytes = stats_bytes;
-  if ((rc = shared_memfd("dash-results", result_bytes, &fds[1], &results)) < 0)
-    goto out;
-  s->results = results;
-  s->result_bytes = result_bytes;
-
+/* Sends reg (its options and transport fields filled by the caller) with
+ * the options o and nfds fds, and links s into c on success. *reply is
+ * the daemon's RegisterStackReply, for the caller to read and free. */
+static int register_stack(dash_client *c, const dash_stack_options *o,
+                          Dashpb__RegisterStack *reg, const int *fds, int nfds,
+                          dash_stack *s, Dashpb__Envelope **reply) {
+  Dashpb__Envelope req = DASHPB__ENVELOPE__INIT;
+  Dashpb__StackOptions opts = DASHPB__STACK_OPTIONS__INIT;
   opts.num_blocks = o->num_blocks;
   opts.block_size = o->block_size;
   opts.root = o->root;
@@ -124,26 +117,74 @@ int dash_stack_create(dash_client *c, const dash_stack_options *o,
   opts.eps = o->eps;
   opts.precision = (int32_t)o->precision;
   opts.fallback = (int32_t)o->fallback;
-  reg.options = &opts;
-  reg.transport = DASHPB__TRANSPORT__TRANSPORT_SHM;
-  reg.stats_bytes = stats_bytes;
-  reg.result_bytes = result_bytes;
+  reg->options = &opts;
   req.body_case = DASHPB__ENVELOPE__BODY_REGISTER_STACK;
-  req.register_stack = &reg;
+  req.register_stack = reg;
 
   pthread_mutex_lock(&c->mu);
-  rc = dash__client_request_locked(c, &req, fds, 2, &reply);
+  int rc = dash__client_request_locked(c, &req, fds, nfds, reply);
   if (rc == 0 &&
-      (reply->body_case != DASHPB__ENVELOPE__BODY_REGISTER_STACK_REPLY ||
-       reply->register_stack_reply == NULL))
+      ((*reply)->body_case != DASHPB__ENVELOPE__BODY_REGISTER_STACK_REPLY ||
+       (*reply)->register_stack_reply == NULL))
     rc = dash__fail(DASH_E_PROTOCOL, "dashd answered RegisterStack with %d",
-                    (int)reply->body_case);
+                    (int)(*reply)->body_case);
   if (rc == 0) {
-    s->id = reply->register_stack_reply->stack_id;
+    s->id = (*reply)->register_stack_reply->stack_id;
     s->next = c->stacks;
     c->stacks = s;
   }
   pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
+/* Checks the common arguments of the two creates and makes the stack. */
+static int stack_new(dash_client *c, const dash_stack_options *o,
+                     dash_stack **out, dash_stack **s_out, size_t *stats_bytes,
+                     size_t *result_bytes) {
+  int rc;
+  if (out == NULL)
+    return dash__fail(DASH_E_INVALID, "out is NULL");
+  *out = NULL;
+  if (c == NULL || o == NULL)
+    return dash__fail(DASH_E_INVALID, "client and options must not be NULL");
+  if ((rc = check_options(o)) < 0 ||
+      (rc = stack_sizes(o, stats_bytes, result_bytes)) < 0)
+    return rc;
+  dash_stack *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return dash__fail(DASH_E_NOMEM, "stack");
+  s->c = c;
+  s->n = o->num_blocks;
+  s->b = o->block_size;
+  s->stats_bytes = *stats_bytes;
+  s->result_bytes = *result_bytes;
+  *s_out = s;
+  return 0;
+}
+
+int dash_stack_create(dash_client *c, const dash_stack_options *o,
+                      dash_stack **out) {
+  Dashpb__RegisterStack reg = DASHPB__REGISTER_STACK__INIT;
+  Dashpb__Envelope *reply = NULL;
+  int fds[2] = {-1, -1};
+  dash_stack *s = NULL;
+  size_t stats_bytes, result_bytes;
+  void *stats = NULL, *results = NULL;
+  int rc;
+
+  dash__clear_error();
+  if ((rc = stack_new(c, o, out, &s, &stats_bytes, &result_bytes)) < 0)
+    return rc;
+  if ((rc = shared_memfd("dash-stats", stats_bytes, &fds[0], &stats)) < 0)
+    goto out;
+  s->stats = stats;
+  if ((rc = shared_memfd("dash-results", result_bytes, &fds[1], &results)) < 0)
+    goto out;
+  s->results = results;
+  reg.transport = DASHPB__TRANSPORT__TRANSPORT_SHM;
+  reg.stats_bytes = stats_bytes;
+  reg.result_bytes = result_bytes;
+  rc = register_stack(c, o, &reg, fds, 2, s, &reply);
 out:
   /* The daemon holds its own copies of the fds now; the mappings stay. */
   for (int i = 0; i < 2; i++)
@@ -158,12 +199,140 @@ out:
   return rc;
 }
 
+/* Opens one of the daemon's event handles from its RegisterStackReply. */
+static int open_daemon_event(const struct dash__stack_cuda *g,
+                             const ProtobufCBinaryData *h, const char *what,
+                             void **ev) {
+  if (h->len != DASH_CUDA_IPC_HANDLE_BYTES)
+    return dash__fail(DASH_E_PROTOCOL,
+                      "dashd sent a %s event handle of %zu bytes, not %d", what,
+                      h->len, DASH_CUDA_IPC_HANDLE_BYTES);
+  return g->ipc->event_open(g->device, h->data, ev);
+}
+
+int dash_stack_create_cuda(dash_client *c, const dash_stack_options *o,
+                           int device, float *stats_dev, float *result_dev,
+                           dash_stack **out) {
+  Dashpb__RegisterStack reg = DASHPB__REGISTER_STACK__INIT;
+  Dashpb__CudaBuffer stats_buf = DASHPB__CUDA_BUFFER__INIT;
+  Dashpb__CudaBuffer result_buf = DASHPB__CUDA_BUFFER__INIT;
+  Dashpb__Envelope *reply = NULL;
+  unsigned char h_stats[DASH_CUDA_IPC_HANDLE_BYTES];
+  unsigned char h_result[DASH_CUDA_IPC_HANDLE_BYTES];
+  unsigned char h_step[DASH_CUDA_IPC_HANDLE_BYTES];
+  unsigned char h_release[DASH_CUDA_IPC_HANDLE_BYTES];
+  char uuid[64];
+  dash_stack *s = NULL;
+  size_t stats_bytes, result_bytes;
+  const char *why = "";
+  int rc;
+
+  dash__clear_error();
+  if ((rc = stack_new(c, o, out, &s, &stats_bytes, &result_bytes)) < 0)
+    return rc;
+  if (stats_dev == NULL || result_dev == NULL) {
+    rc = dash__fail(DASH_E_INVALID, "stats_dev and result_dev must be given");
+    goto out;
+  }
+  if ((const char *)stats_dev < (const char *)result_dev + result_bytes &&
+      (const char *)result_dev < (const char *)stats_dev + stats_bytes) {
+    rc = dash__fail(DASH_E_INVALID,
+                    "stats_dev and result_dev overlap: the daemon writes "
+                    "results while it may read statistics");
+    goto out;
+  }
+  const struct dash__cuda_plugin *p = dash__cuda_load_plugin(&why);
+  if (p == NULL) {
+    rc = dash__fail(DASH_E_NO_DEVICE, "no CUDA runtime for a CUDA stack: %s",
+                    why);
+    goto out;
+  }
+  struct dash__stack_cuda *g = calloc(1, sizeof(*g));
+  if (g == NULL) {
+    rc = dash__fail(DASH_E_NOMEM, "stack");
+    goto out;
+  }
+  s->cuda = g;
+  g->ipc = p->ipc;
+  g->device = device;
+  g->stats = stats_dev;
+  g->results = result_dev;
+  uint64_t stats_off, result_off;
+  if ((rc = g->ipc->device_uuid(device, uuid, sizeof(uuid))) < 0 ||
+      (rc = g->ipc->export_mem(device, stats_dev, stats_bytes, h_stats,
+                               &stats_off)) < 0 ||
+      (rc = g->ipc->export_mem(device, result_dev, result_bytes, h_result,
+                               &result_off)) < 0 ||
+      (rc = g->ipc->event_create(device, &g->step_event, h_step)) < 0 ||
+      (rc = g->ipc->event_create(device, &g->release_event, h_release)) < 0)
+    goto out;
+
+  stats_buf.handle.data = h_stats;
+  stats_buf.handle.len = sizeof(h_stats);
+  stats_buf.offset = stats_off;
+  stats_buf.bytes = stats_bytes;
+  result_buf.handle.data = h_result;
+  result_buf.handle.len = sizeof(h_result);
+  result_buf.offset = result_off;
+  result_buf.bytes = result_bytes;
+  reg.transport = DASHPB__TRANSPORT__TRANSPORT_CUDA_IPC;
+  reg.stats_bytes = stats_bytes;
+  reg.result_bytes = result_bytes;
+  reg.device_uuid = uuid;
+  reg.stats_cuda = &stats_buf;
+  reg.result_cuda = &result_buf;
+  reg.step_event.data = h_step;
+  reg.step_event.len = sizeof(h_step);
+  reg.release_event.data = h_release;
+  reg.release_event.len = sizeof(h_release);
+  if ((rc = register_stack(c, o, &reg, NULL, 0, s, &reply)) < 0)
+    goto out;
+  const Dashpb__RegisterStackReply *rr = reply->register_stack_reply;
+  if (rr->n_result_event != 2)
+    rc = dash__fail(DASH_E_PROTOCOL,
+                    "dashd sent %zu result event handles, not 2",
+                    rr->n_result_event);
+  if (rc == 0)
+    rc = open_daemon_event(g, &rr->snapshot_event, "snapshot",
+                           &g->snapshot_event);
+  for (int k = 0; k < 2 && rc == 0; k++)
+    rc = open_daemon_event(g, &rr->result_event[k], "result",
+                           &g->result_event[k]);
+  if (rc < 0) {
+    /* Registered, but unusable here: the daemon lets go of it again. */
+    pthread_mutex_lock(&c->mu);
+    int saved = rc;
+    char detail[256];
+    snprintf(detail, sizeof(detail), "%s", dash_last_error());
+    dash__stack_destroy_locked(s);
+    pthread_mutex_unlock(&c->mu);
+    s = NULL;
+    rc = dash__fail(saved, "%s", detail);
+  }
+out:
+  if (reply != NULL)
+    dashpb__envelope__free_unpacked(reply, NULL);
+  if (rc < 0) {
+    if (s != NULL)
+      stack_free(s);
+  } else {
+    *out = s;
+  }
+  return rc;
+}
+
 float *dash_stack_stats(dash_stack *s) {
-  return s != NULL ? s->stats : NULL;
+  if (s == NULL)
+    return NULL;
+  return s->cuda != NULL ? s->cuda->stats : s->stats;
+}
+
+const float *dash_stack_result_cuda(const dash_stack *s) {
+  return s != NULL && s->cuda != NULL ? s->held : NULL;
 }
 
 const float *dash_stack_result(const dash_stack *s) {
-  return s != NULL ? s->held : NULL;
+  return s != NULL && s->cuda == NULL ? s->held : NULL;
 }
 
 size_t dash_stack_num_blocks(const dash_stack *s) {
@@ -182,11 +351,12 @@ int dash_step(dash_stack *s, uint64_t step, void *cuda_stream) {
   dash__clear_error();
   if (s == NULL)
     return dash__fail(DASH_E_INVALID, "stack is NULL");
-  if (cuda_stream != NULL)
-    return dash__fail(DASH_E_UNSUPPORTED,
-                      "CUDA streams are not supported yet: stacks live in "
-                      "host memory, pass NULL");
+  if (cuda_stream != NULL && s->cuda == NULL)
+    return dash__fail(DASH_E_INVALID,
+                      "a CUDA stream was given for a stack in host memory: "
+                      "pass NULL, or create it with dash_stack_create_cuda()");
   dash_client *c = s->c;
+  struct dash__stack_cuda *g = s->cuda;
   refresh.stack_id = s->id;
   refresh.step = step;
   req.body_case = DASHPB__ENVELOPE__BODY_REFRESH;
@@ -199,7 +369,19 @@ int dash_step(dash_stack *s, uint64_t step, void *cuda_stream) {
   uint64_t was_step = s->want_step;
   s->in_flight = 1;
   s->want_step = step;
-  int rc = dash__client_request_locked(c, &req, NULL, 0, &reply);
+  int rc = 0;
+  /* The daemon's snapshot copy waits for this record: it comes after
+   * the statistics update the trainer queued on its stream. */
+  if (g != NULL)
+    rc = g->ipc->event_record(g->device, g->step_event, cuda_stream);
+  if (rc == 0)
+    rc = dash__client_request_locked(c, &req, NULL, 0, &reply);
+  /* The daemon recorded its snapshot event before replying: the
+   * trainer's next statistics update waits for the copy on the GPU. */
+  if (rc == 0 && g != NULL) {
+    rc = g->ipc->stream_wait(g->device, cuda_stream, g->snapshot_event);
+    g->stream = cuda_stream;
+  }
   if (rc < 0 && s->in_flight && s->want_step == step) {
     s->in_flight = was_in_flight;
     s->want_step = was_step;
@@ -263,6 +445,13 @@ static int adopt(dash_stack *s) {
   /* Without this, a daemon that adopts nothing for a pushed generation
    * would cost a round trip on every later dash_sync(s, 0, ...). */
   s->synced_generation = s->pushed_generation;
+  /* A CUDA stack's trainer may still have kernels queued that read the
+   * slot it holds: the daemon writes that slot, once this Sync lets go
+   * of it, only after this record. */
+  struct dash__stack_cuda *g = s->cuda;
+  if (g != NULL &&
+      (rc = g->ipc->event_record(g->device, g->release_event, g->stream)) < 0)
+    goto out;
   if ((rc = dash__client_request_locked(s->c, &req, NULL, 0, &reply)) < 0)
     goto out;
   const Dashpb__SyncReply *sr = reply->sync_reply;
@@ -291,7 +480,16 @@ static int adopt(dash_stack *s) {
                     h->slot);
     goto out;
   }
-  s->held = s->results + (size_t)h->slot * s->n * s->b * s->b;
+  if (g != NULL) {
+    /* The daemon recorded the slot's event after writing it and before
+     * its RefreshDone: kernels queued from now on see it complete. */
+    if ((rc = g->ipc->stream_wait(g->device, g->stream,
+                                  g->result_event[h->slot])) < 0)
+      goto out;
+    s->held = g->results + (size_t)h->slot * s->n * s->b * s->b;
+  } else {
+    s->held = s->results + (size_t)h->slot * s->n * s->b * s->b;
+  }
   memset(&s->held_info, 0, sizeof(s->held_info));
   s->held_info.generation = h->generation;
   s->held_info.step = h->step;

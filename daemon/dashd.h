@@ -58,6 +58,12 @@ struct dashd_stack {
   float *snaps[2];    /* private snapshots */
   dash_block_info *infos;
   uint64_t bytes; /* counted against the owner's limit */
+  /* CUDA_IPC (transport_cuda.c): the GPU side, NULL for SHM stacks,
+   * whose stats, results and snaps above are host memory instead. */
+  struct dashd_cuda_stack *cuda;
+  /* An Unregister of a CUDA stack is answered once the daemon no longer
+   * touches the client's GPU memory: the client may free it then. */
+  uint64_t unreg_request_id, unreg_session;
 
   int computing; /* snapshot being computed, or -1 */
   int pending;   /* snapshot waiting, or -1 */
@@ -88,6 +94,7 @@ struct dashd_session {
   dash__wire_reader reader;
   uint8_t *out; /* frames waiting to be sent */
   size_t out_len, out_off, out_cap;
+  uint64_t serial; /* unique for the daemon's life */
   pid_t pid;
   uid_t uid;
   gid_t gid;
@@ -129,6 +136,9 @@ struct dashd_server {
   unsigned n_sessions;
   struct dashd_stack *stacks;
   uint64_t next_stack_id;
+  uint64_t next_session_serial;
+  /* Client GPU allocations opened for CUDA stacks (transport_cuda.c). */
+  struct dashd_cuda_map *cuda_maps;
   struct dashd_sched *sched;
   double start_ms;
   int stopping;
@@ -199,10 +209,31 @@ int dashd__stack_sync(struct dashd_stack *st);
 /* The owner lets go (Unregister or disconnect): freed now, or when the
  * computation in flight finishes. */
 void dashd__stack_release(struct dashd_stack *st);
+/* Unregister: releases st and answers request_id once the daemon let go
+ * of the client's memory. */
+void dashd__stack_unregister(struct dashd_stack *st, uint64_t request_id);
 /* Called on the loop thread when the worker finished st's job. */
 void dashd__stack_job_done(struct dashd_stack *st);
 void dashd__result_to_pb(const struct dashd_result *r, int slot,
                          Dashpb__ResultInfo *pb, uint64_t *counts);
+
+/* transport_cuda.c: the GPU side of CUDA_IPC stacks. Each returns 0 or a
+ * dash_status with the detail in dash_last_error(). */
+/* Opens the client's buffers and events of req into st->cuda and makes
+ * the daemon's; on failure st->cuda is left for dashd__cuda_stack_free. */
+int dashd__cuda_stack_open(struct dashd_stack *st, struct dashd_session *s,
+                           const Dashpb__RegisterStack *req);
+/* Waits for queued copies, then closes and frees st->cuda (NULL ok). */
+void dashd__cuda_stack_free(struct dashd_stack *st);
+/* Fills the event handles of the RegisterStackReply; results[2] holds
+ * the reply's result_event entries. */
+void dashd__cuda_stack_events(const struct dashd_stack *st,
+                              Dashpb__RegisterStackReply *rr,
+                              ProtobufCBinaryData results[2]);
+/* Queues the snapshot copy into snaps[snap] (loop thread). */
+int dashd__cuda_snapshot(struct dashd_stack *st, int snap);
+/* Computes job into its result slot on stream (worker thread). */
+int dashd__cuda_run(struct dashd_job *job, void *stream);
 
 /* metrics.c */
 void dashd__metrics_record(struct dashd_server *srv, const struct dashd_job *j);

@@ -191,8 +191,11 @@ int main(int argc, char **argv) {
       fprintf(stderr, "dashd: backend cuda: no CUDA device is present\n");
     return 2;
   }
+  /* auto: the GPU when there is one (CUDA stacks need it), else the
+   * CPU. */
   if (srv.cfg.backend == DASH_BACKEND_AUTO)
-    srv.cfg.backend = DASH_BACKEND_CPU;
+    srv.cfg.backend =
+        dash_roots_cuda_available() ? DASH_BACKEND_CUDA : DASH_BACKEND_CPU;
   snprintf(srv.device, sizeof(srv.device), "cpu");
   if (srv.cfg.backend == DASH_BACKEND_CUDA &&
       dash_roots_cuda_describe(srv.device, sizeof(srv.device)) < 0)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/internal.h"
 #include "dashd.h"
 #include "log.h"
 
@@ -22,6 +23,8 @@ struct dashd_sched {
   /* DASHD_TEST_FAULT=device-lost: the first computation reports a failed
    * GPU, for the tests of what the daemon does then (no GPU needed). */
   int fault_device_lost;
+  /* The worker's stream for CUDA stacks, made on its first one. */
+  void *stream;
 };
 
 /* A block whose input was not finite keeps its previous result: the
@@ -48,14 +51,23 @@ static void run_job(struct dashd_sched *s, struct dashd_job *job) {
              "injected by DASHD_TEST_FAULT=device-lost");
     return;
   }
-  float *out = st->results + (size_t)job->slot * st->elems;
-  job->rc = dash_roots_execute(st->plan, out, st->snaps[job->snap], st->infos,
-                               &job->report);
   job->message[0] = '\0';
+  if (st->cuda != NULL) {
+    const struct dash__cuda_plugin *p = dash__cuda_load_plugin(NULL);
+    job->rc = 0;
+    if (s->stream == NULL)
+      job->rc = p->ipc->stream_create(0, &s->stream);
+    if (job->rc == 0)
+      job->rc = dashd__cuda_run(job, s->stream);
+  } else {
+    float *out = st->results + (size_t)job->slot * st->elems;
+    job->rc = dash_roots_execute(st->plan, out, st->snaps[job->snap], st->infos,
+                                 &job->report);
+    if (job->rc == 0)
+      keep_previous_blocks(job);
+  }
   if (job->rc < 0)
     snprintf(job->message, sizeof(job->message), "%s", dash_last_error());
-  else
-    keep_previous_blocks(job);
 }
 
 static void *worker_main(void *arg) {
@@ -92,6 +104,8 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&s->lock);
   }
   pthread_mutex_unlock(&s->lock);
+  if (s->stream != NULL)
+    dash__cuda_load_plugin(NULL)->ipc->stream_destroy(s->stream);
   return NULL;
 }
 

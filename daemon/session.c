@@ -184,7 +184,11 @@ static void handle_register(struct dashd_session *s,
   }
   Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
   Dashpb__RegisterStackReply rr = DASHPB__REGISTER_STACK_REPLY__INIT;
+  ProtobufCBinaryData result_events[2];
   rr.stack_id = id;
+  struct dashd_stack *st = dashd__server_find_stack(s->srv, id);
+  if (st != NULL && st->cuda != NULL)
+    dashd__cuda_stack_events(st, &rr, result_events);
   env.request_id = req->request_id;
   env.body_case = DASHPB__ENVELOPE__BODY_REGISTER_STACK_REPLY;
   env.register_stack_reply = &rr;
@@ -197,10 +201,20 @@ static void handle_refresh(struct dashd_session *s,
       own_stack(s, req->request_id, req->refresh->stack_id);
   if (st == NULL)
     return;
-  if (dashd__stack_refresh(st, req->refresh->step, req->request_id) < 0)
+  int rc = dashd__stack_refresh(st, req->refresh->step, req->request_id);
+  if (rc == DASH_E_INVALID) {
     reply_status(s, req->request_id, DASH_E_INVALID,
                  "a Refresh of this stack is still being taken; wait for "
                  "its reply");
+  } else if (rc < 0) {
+    /* The GPU refused the snapshot copy of a CUDA stack. */
+    char why[360];
+    snprintf(why, sizeof(why), "the snapshot copy failed: %s",
+             dash_last_error());
+    reply_status(s, req->request_id, rc, why);
+    if (rc == DASH_E_DEVICE_LOST)
+      dashd__server_fail(s->srv, kDashdExitDeviceLost, why);
+  }
 }
 
 static void handle_sync(struct dashd_session *s, const Dashpb__Envelope *req) {
@@ -231,8 +245,7 @@ static void handle_unregister(struct dashd_session *s,
     return;
   dashd__log(DASHD_LOG_INFO, "stack %llu unregistered by pid %d",
              (unsigned long long)st->id, (int)s->pid);
-  dashd__stack_release(st);
-  reply_status(s, req->request_id, 0, "");
+  dashd__stack_unregister(st, req->request_id);
 }
 
 static void handle_status(struct dashd_session *s,
@@ -457,6 +470,7 @@ int dashd__session_open(struct dashd_server *srv, int fd) {
     return DASH_E_NOMEM;
   }
   s->srv = srv;
+  s->serial = ++srv->next_session_serial;
   s->fd = fd;
   dash__wire_reader_init(&s->reader, srv->cfg.max_frame);
   struct ucred cred;

@@ -20,8 +20,27 @@ static void *map_private(size_t bytes) {
   return p == MAP_FAILED ? NULL : p;
 }
 
+/* Answers a deferred Unregister, when its client is still connected. */
+static void reply_unregister(struct dashd_stack *st) {
+  if (st->unreg_request_id == 0)
+    return;
+  for (struct dashd_session *s = st->srv->sessions; s != NULL; s = s->next) {
+    if (s->serial == st->unreg_session) {
+      Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+      env.request_id = st->unreg_request_id;
+      env.message = (char *)"";
+      dashd__session_send(s, &env);
+      break;
+    }
+  }
+  st->unreg_request_id = 0;
+}
+
 static void stack_free(struct dashd_stack *st) {
   size_t bytes = st->elems * sizeof(float);
+  /* The GPU side first: its teardown waits for copies still queued. */
+  dashd__cuda_stack_free(st);
+  reply_unregister(st);
   dash_roots_plan_destroy(st->plan);
   if (st->stats != NULL)
     munmap((void *)st->stats, bytes);
@@ -94,11 +113,17 @@ int dashd__stack_register(struct dashd_session *s,
   struct dashd_stack *st = NULL;
   int rc;
 
-  if (nfds != 2) {
-    snprintf(err, err_size,
-             "RegisterStack carries %d fds; it needs 2 (statistics, "
-             "results)",
-             nfds);
+  int cuda = req->transport == DASHPB__TRANSPORT__TRANSPORT_CUDA_IPC;
+  if (req->transport != DASHPB__TRANSPORT__TRANSPORT_SHM && !cuda) {
+    snprintf(err, err_size, "transport %d is not supported here",
+             (int)req->transport);
+    rc = DASH_E_UNSUPPORTED;
+    goto out;
+  }
+  if (nfds != (cuda ? 0 : 2)) {
+    snprintf(
+        err, err_size, "RegisterStack carries %d fds; %s", nfds,
+        cuda ? "CUDA_IPC takes none" : "SHM needs 2 (statistics, results)");
     rc = DASH_E_INVALID;
     goto out;
   }
@@ -107,9 +132,10 @@ int dashd__stack_register(struct dashd_session *s,
     rc = DASH_E_INVALID;
     goto out;
   }
-  if (req->transport != DASHPB__TRANSPORT__TRANSPORT_SHM) {
-    snprintf(err, err_size, "transport %d is not supported here",
-             (int)req->transport);
+  if (cuda && srv->cfg.backend == DASH_BACKEND_CPU) {
+    snprintf(err, err_size,
+             "this daemon computes on the CPU (backend cpu): CUDA stacks "
+             "need a daemon with backend cuda");
     rc = DASH_E_UNSUPPORTED;
     goto out;
   }
@@ -141,7 +167,9 @@ int dashd__stack_register(struct dashd_session *s,
     rc = DASH_E_INVALID;
     goto out;
   }
-  uint64_t cost = 5 * (uint64_t)bytes; /* stats, 2 slots, 2 snapshots */
+  /* SHM: stats, 2 slots, 2 snapshots; CUDA: 2 snapshots and the private
+   * result, in the daemon's GPU memory. */
+  uint64_t cost = (cuda ? 3 : 5) * (uint64_t)bytes;
   if (s->bytes + cost > srv->cfg.max_bytes_per_client) {
     snprintf(err, err_size,
              "this stack needs %llu bytes; the client holds %llu of its "
@@ -163,26 +191,40 @@ int dashd__stack_register(struct dashd_session *s,
   st->elems = elems;
   st->bytes = cost;
   st->computing = st->pending = st->held = st->ready = st->copying = -1;
+  st->srv = srv;
   options_from_pb(o, &srv->cfg, &st->opts);
 
-  void *p;
-  if ((rc = map_client_fd(fds[0], bytes, 0, "statistics", &p, err, err_size)) <
-      0)
-    goto out;
-  st->stats = p;
-  if ((rc = map_client_fd(fds[1], 2 * bytes, 1, "results", &p, err, err_size)) <
-      0)
-    goto out;
-  st->results = p;
+  if (cuda) {
+    /* The stack lives on the GPU: its plan computes device buffers only. */
+    st->opts.backend = DASH_BACKEND_CUDA;
+    st->opts.device_only = 1;
+    if ((rc = dashd__cuda_stack_open(st, s, req)) < 0) {
+      snprintf(err, err_size, "%s", dash_last_error());
+      goto out;
+    }
+  } else {
+    void *p;
+    if ((rc = map_client_fd(fds[0], bytes, 0, "statistics", &p, err,
+                            err_size)) < 0)
+      goto out;
+    st->stats = p;
+    if ((rc = map_client_fd(fds[1], 2 * bytes, 1, "results", &p, err,
+                            err_size)) < 0)
+      goto out;
+    st->results = p;
+  }
   if ((rc = dash_roots_plan_create(&st->plan, st->n, st->b, &st->opts)) < 0) {
     snprintf(err, err_size, "%s", dash_last_error());
     goto out;
   }
   st->opts = *dash_roots_plan_options(st->plan);
-  st->snaps[0] = map_private(bytes);
-  st->snaps[1] = map_private(bytes);
+  if (!cuda) {
+    st->snaps[0] = map_private(bytes);
+    st->snaps[1] = map_private(bytes);
+  }
   st->infos = calloc(st->n, sizeof(*st->infos));
-  if (st->snaps[0] == NULL || st->snaps[1] == NULL || st->infos == NULL) {
+  if ((!cuda && (st->snaps[0] == NULL || st->snaps[1] == NULL)) ||
+      st->infos == NULL) {
     snprintf(err, err_size, "out of memory for %zu bytes of snapshots",
              2 * bytes);
     rc = DASH_E_NOMEM;
@@ -190,7 +232,6 @@ int dashd__stack_register(struct dashd_session *s,
   }
 
   st->id = ++srv->next_stack_id;
-  st->srv = srv;
   st->owner = s;
   st->next_owned = s->stacks;
   s->stacks = st;
@@ -201,9 +242,10 @@ int dashd__stack_register(struct dashd_session *s,
   *id_out = st->id;
   dashd__log(DASHD_LOG_INFO,
              "stack %llu registered by pid %d: %zu blocks of %zux%zu, %s, "
-             "root %d",
+             "root %d, %s",
              (unsigned long long)st->id, (int)s->pid, st->n, st->b, st->b,
-             dash_method_name(st->opts.method), st->opts.root);
+             dash_method_name(st->opts.method), st->opts.root,
+             cuda ? "CUDA IPC" : "shared memory");
   st = NULL;
   rc = 0;
 out:
@@ -311,6 +353,16 @@ int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
   int snap = st->computing >= 0 ? 1 - st->computing
                                 : (st->pending >= 0 ? st->pending : 0);
   st->snap_step[snap] = step;
+  if (st->cuda != NULL) {
+    /* Queued on the GPU; the reply lets the client order its stream. */
+    int rc = dashd__cuda_snapshot(st, snap);
+    if (rc < 0)
+      return rc == DASH_E_INVALID ? DASH_E_CUDA : rc;
+    st->pending = snap;
+    reply_refresh(st, request_id, coalesced, behind);
+    try_start(st);
+    return 0;
+  }
   if (bytes > kInlineCopyBytes) {
     /* The waiting snapshot is being overwritten: it must not start. */
     st->pending = -1;
@@ -365,6 +417,23 @@ static void stack_remove_from_server(struct dashd_server *srv,
       return;
     }
   }
+}
+
+void dashd__stack_unregister(struct dashd_stack *st, uint64_t request_id) {
+  st->unreg_request_id = request_id;
+  st->unreg_session = st->owner->serial;
+  /* SHM stacks answer now: the client's mappings keep the memory. */
+  if (st->cuda == NULL) {
+    struct dashd_session *s = st->owner;
+    st->unreg_request_id = 0;
+    dashd__stack_release(st);
+    Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+    env.request_id = request_id;
+    env.message = (char *)"";
+    dashd__session_send(s, &env);
+    return;
+  }
+  dashd__stack_release(st);
 }
 
 void dashd__stack_release(struct dashd_stack *st) {

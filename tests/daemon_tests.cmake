@@ -23,3 +23,20 @@ set_tests_properties(test_daemon PROPERTIES
     TIMEOUT 300
     LABELS "integration;cpu"
     ENVIRONMENT "DASHD_TEST_BINARY=$<TARGET_FILE:dashd>")
+
+# The CUDA_IPC stacks (the "cuda_ipc" case of test_daemon.c): everywhere on
+# the GPU that tests/cuda_sim.c simulates in host memory, for the daemon
+# (which inherits the environment) and the client alike; and on a real GPU
+# with label gpu, skipping without one.
+add_dependencies(test_daemon dash_cuda_sim)
+add_test(NAME test_daemon_cuda_sim COMMAND test_daemon $<TARGET_FILE:dashd>)
+set_tests_properties(test_daemon_cuda_sim PROPERTIES
+    TIMEOUT 300
+    LABELS "integration;cpu"
+    ENVIRONMENT "DASH_TEST_CUDA_IPC=1;CK_RUN_CASE=cuda_ipc;DASH_CUDA_PLUGIN=$<TARGET_FILE:dash_cuda_sim>")
+add_test(NAME test_daemon_cuda_ipc COMMAND test_daemon $<TARGET_FILE:dashd>)
+set_tests_properties(test_daemon_cuda_ipc PROPERTIES
+    TIMEOUT 300
+    LABELS "integration;gpu"
+    SKIP_RETURN_CODE 77
+    ENVIRONMENT "DASH_TEST_CUDA_IPC=1;CK_RUN_CASE=cuda_ipc")

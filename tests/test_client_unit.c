@@ -510,7 +510,10 @@ START_TEST(test_client_bad_stack_options_are_refused_before_sending) {
 
   /* Calls on a stack check their own arguments. */
   s = new_stack(c, 2, 8);
-  ck_assert_int_eq(dash_step(s, 1, (void *)s), DASH_E_UNSUPPORTED);
+  ck_assert_int_eq(dash_step(s, 1, (void *)s), DASH_E_INVALID);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "dash_stack_create_cuda"));
+  /* A host stack has no device result. */
+  ck_assert_ptr_null(dash_stack_result_cuda(s));
   ck_assert_int_eq(dash_sync(s, -2, NULL), DASH_E_INVALID);
   ck_assert_int_eq(dash_step(NULL, 1, NULL), DASH_E_INVALID);
   ck_assert_int_eq(dash_sync(NULL, 0, NULL), DASH_E_INVALID);

@@ -25,6 +25,7 @@
  * the run's temporary directory and main() prints it after the run. */
 #include <check.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -46,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../kernels/internal.h"
 #include "dash/dash.h"
 #include "dash/roots.h"
 #include "wire.h"
@@ -71,7 +73,11 @@
 /* ------------------------------------------------------------------ */
 
 static const char *g_dashd; /* the daemon under test */
-static char g_root[64];     /* this run's temporary directory */
+/* --backend of the daemons a test starts: cpu, so that the comparisons
+ * with in-process CPU roots hold on a machine with a GPU too, and cuda
+ * for the CUDA_IPC tests (main()). */
+static const char *g_backend = "cpu";
+static char g_root[64]; /* this run's temporary directory */
 
 static double now_ms(void) {
   struct timespec ts;
@@ -102,12 +108,30 @@ static void *xcalloc(size_t count, size_t size) {
   return p;
 }
 
+/* libdash's dash_last_error(). This program also links the root library
+ * (for the in-process references), whose own copy of the error state the
+ * plain name reaches; libdash records its failures in its own. */
+static const char *client_error(void) {
+  static const char *(*fn)(void);
+  if (fn == NULL) {
+    Dl_info info;
+    void *h = NULL;
+    if (dladdr((void *)dash_connect, &info) != 0 && info.dli_fname != NULL)
+      h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (h != NULL)
+      *(void **)&fn = dlsym(h, "dash_last_error");
+    if (fn == NULL)
+      fn = dash_last_error;
+  }
+  return fn();
+}
+
 /* Fails the test unless a libdash call succeeded, with its detail. */
 #define DASH_OK(call)                                                   \
   do {                                                                  \
     int rc_ = (call);                                                   \
     ck_assert_msg(rc_ >= 0, "%s: %s: %s", #call, dash_status_name(rc_), \
-                  dash_last_error());                                   \
+                  client_error());                                      \
   } while (0)
 
 /* Fails the test unless a libdash call returned exactly `want`. */
@@ -116,7 +140,7 @@ static void *xcalloc(size_t count, size_t size) {
     int rc_ = (call);                                                         \
     ck_assert_msg(rc_ == (want), "%s returned %d (%s), expected %d (%s): %s", \
                   #call, rc_, dash_status_name(rc_), (int)(want),             \
-                  dash_status_name(want), dash_last_error());                 \
+                  dash_status_name(want), client_error());                    \
   } while (0)
 
 /* splitmix64: the same inputs on every run and machine. */
@@ -248,17 +272,26 @@ static void reference_roots(float *out, const float *stats, size_t n, size_t b,
                 dash_status_name(rc), dash_last_error());
 }
 
-/* Asserts that every block of `got` is within MATCH_TOL of `ref`;
+/* MATCH_TOL, or EXACT_TOL where the daemon computes on a real GPU (the
+ * CUDA_IPC tests on one; see their section). */
+static double match_tol(void) {
+  const char *plugin = getenv("DASH_CUDA_PLUGIN");
+  int gpu = getenv("DASH_TEST_CUDA_IPC") != NULL &&
+            (plugin == NULL || strstr(plugin, "cuda_sim") == NULL);
+  return gpu ? EXACT_TOL : MATCH_TOL;
+}
+
+/* Asserts that every block of `got` is within match_tol() of `ref`;
  * returns the largest blockwise distance. */
 static double assert_matches(const float *got, const float *ref, size_t n,
                              size_t b, const char *what) {
   double worst = 0.0;
   for (size_t k = 0; k < n; k++) {
     double e = rel_fro(got + k * b * b, ref + k * b * b, b * b);
-    ck_assert_msg(e <= MATCH_TOL,
+    ck_assert_msg(e <= match_tol(),
                   "%s: block %zu differs from the in-process root by %.3g "
                   "(relative Frobenius; tolerance %.1g)",
-                  what, k, e, MATCH_TOL);
+                  what, k, e, match_tol());
     if (e > worst)
       worst = e;
   }
@@ -417,8 +450,13 @@ static void daemon_start_named(daemon_proc *d, int threads, const char *name) {
     dup2(logfd, STDERR_FILENO);
     unsetenv("NOTIFY_SOCKET");
     unsetenv("JOURNAL_STREAM");
-    execl(g_dashd, "dashd", "--socket", d->sock, "--threads", threads_arg,
-          "--log-level", "debug", (char *)NULL);
+    const char *argv[12] = {"dashd",     "--socket",    d->sock, "--threads",
+                            threads_arg, "--log-level", "debug", NULL};
+    if (g_backend != NULL) {
+      argv[7] = "--backend";
+      argv[8] = g_backend;
+    }
+    execv(g_dashd, (char *const *)argv);
     dprintf(STDERR_FILENO, "exec %s: %s\n", g_dashd, strerror(errno));
     _exit(127);
   }
@@ -882,7 +920,7 @@ static void sync_until_step(dash_stack *s, uint64_t step,
   while (info->generation == 0 || info->step != step) {
     int rc = dash_sync(s, -1, info);
     ck_assert_msg(rc >= 0, "dash_sync: %s: %s", dash_status_name(rc),
-                  dash_last_error());
+                  client_error());
     if (rc == 1 && seen != NULL)
       seen(info, arg);
     ck_assert_msg(now_ms() < deadline,
@@ -2168,6 +2206,453 @@ END_TEST
 /* The runner                                                           */
 /* ------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------ */
+/* CUDA_IPC stacks                                                      */
+/* ------------------------------------------------------------------ */
+
+/* These run with DASH_TEST_CUDA_IPC set (ctest test_daemon_cuda_sim and
+ * test_daemon_cuda_ipc): on a GPU, or on the GPU that the test plugin
+ * tests/cuda_sim.c simulates in host memory (DASH_CUDA_PLUGIN pointing at
+ * it, for the daemon and this process alike), which runs the daemon's and
+ * libdash's CUDA_IPC code everywhere: the handles, the per-client map
+ * cache, the bounds checks, the event hand-over's order of calls, the
+ * teardown. What only a GPU shows (the stream order itself) is checked
+ * by the same tests on one.
+ *
+ * Tolerances. Under the simulation the daemon computes with the CPU
+ * backend, as the reference does: MATCH_TOL holds (see the top). On a
+ * GPU the daemon runs the CUDA backend, whose fp32 products round in
+ * another order and whose NewtonDB checks its stop every 2nd step
+ * (roots.h), so one more quadratically converging step may separate the
+ * two: both stay within EXACT_TOL of the exact root of the known
+ * spectrum, which is what is asserted there. */
+
+static int cuda_simulated(void) {
+  const char *p = getenv("DASH_CUDA_PLUGIN");
+  return p != NULL && strstr(p, "cuda_sim") != NULL;
+}
+
+static const struct dash__cuda_plugin *cuda_plugin(void) {
+  const char *why = "";
+  const struct dash__cuda_plugin *p = dash__cuda_load_plugin(&why);
+  ck_assert_msg(p != NULL, "no CUDA plugin: %s", why);
+  ck_assert_msg(p->device_count() > 0, "no CUDA device");
+  return p;
+}
+
+static void *dev_alloc(const struct dash__cuda_plugin *p, size_t bytes) {
+  void *d = NULL;
+  int rc = p->ipc->alloc(&d, bytes);
+  ck_assert_msg(rc == 0, "device alloc of %zu bytes: %s", bytes,
+                dash_last_error());
+  return d;
+}
+
+static void dev_put(const struct dash__cuda_plugin *p, void *dev,
+                    const void *host, size_t bytes) {
+  ck_assert_msg(p->tools->upload(dev, host, bytes) == 0, "upload: %s",
+                p->tools->error());
+}
+
+static void dev_get(const struct dash__cuda_plugin *p, void *host,
+                    const void *dev, size_t bytes) {
+  ck_assert_msg(p->tools->download(host, dev, bytes) == 0, "download: %s",
+                p->tools->error());
+}
+
+/* Both buffers of a CUDA stack inside one allocation, at offsets, as
+ * PyTorch's caching allocator hands out tensors: one IPC handle for two
+ * buffers, which the daemon must open once. */
+typedef struct cuda_bufs {
+  void *pool;
+  float *stats, *results;
+  size_t pool_bytes;
+} cuda_bufs;
+
+static void cuda_bufs_make(const struct dash__cuda_plugin *p, cuda_bufs *cb,
+                           size_t n, size_t b) {
+  size_t bytes = n * b * b * sizeof(float);
+  cb->pool_bytes = 256 + bytes + 512 + 2 * bytes + 1024;
+  cb->pool = dev_alloc(p, cb->pool_bytes);
+  cb->stats = (float *)((char *)cb->pool + 256);
+  cb->results = (float *)((char *)cb->pool + 256 + bytes + 512);
+}
+
+START_TEST(test_cuda_ipc_matches_in_process_roots) {
+  const size_t n = 4, b = 32, count = n * b * b;
+  const int root = 4;
+  daemon_proc d;
+  dash_client *c;
+  dash_stack *s;
+  dash_refresh_info info;
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, n, b);
+  double tol = cuda_simulated() ? MATCH_TOL : EXACT_TOL;
+
+  dash_stack_options o = stack_opts(n, b, DASH_METHOD_NEWTON_DB, root);
+  float *base = xcalloc(count, sizeof(float));
+  float *stats = xcalloc(count, sizeof(float));
+  float *ref = xcalloc(count, sizeof(float));
+  float *exact = xcalloc(count, sizeof(float));
+  float *got = xcalloc(count, sizeof(float));
+  known_blocks(base, n, b, 1, 1.0, 0);
+  known_blocks(exact, n, b, 1, 1.0, root);
+
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_OK(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s));
+  ck_assert_ptr_eq(dash_stack_stats(s), cb.stats);
+  ck_assert_ptr_null(dash_stack_result(s));
+  ck_assert_ptr_null(dash_stack_result_cuda(s));
+
+  /* Two refreshes; after each step the trainer overwrites its statistics
+   * at once, with NaN: ordered after the daemon's snapshot on the GPU, so
+   * the result is the root of the statistics of the step (invariant 1). */
+  float *nan_stats = xcalloc(count, sizeof(float));
+  for (size_t i = 0; i < count; i++)
+    nan_stats[i] = NAN;
+  for (uint64_t step = 1; step <= 2; step++) {
+    stats_of_step(stats, base, count, step);
+    dev_put(p, cb.stats, stats, count * sizeof(float));
+    reference_roots(ref, stats, n, b, &o);
+    DASH_OK(dash_step(s, step, NULL));
+    dev_put(p, cb.stats, nan_stats, count * sizeof(float));
+    DASH_EQ(dash_sync(s, -1, &info), 1);
+    const float *res = dash_stack_result_cuda(s);
+    ck_assert_ptr_nonnull(res);
+    ck_assert_msg((const char *)res >= (const char *)cb.results &&
+                      (const char *)res <
+                          (const char *)cb.results + 2 * count * sizeof(float),
+                  "the result is not inside result_dev");
+    dev_get(p, got, res, count * sizeof(float));
+    double e = 0.0;
+    for (size_t k = 0; k < n; k++) {
+      double ek = rel_fro(got + k * b * b, ref + k * b * b, b * b);
+      ck_assert_msg(ek <= tol,
+                    "step %llu block %zu: %.3g from the in-process root "
+                    "(tolerance %.1g)",
+                    (unsigned long long)step, k, ek, tol);
+      e = ek > e ? ek : e;
+    }
+    /* The exact root of (1 + step)·A is (1 + step)^(-1/4) times A's. */
+    float f = powf((float)(1 + step), -1.0f / root);
+    for (size_t i = 0; i < count; i++)
+      stats[i] = exact[i] * f;
+    double e_exact = rel_fro(got, stats, count);
+    fprintf(stderr, "CUDA IPC step %llu: vs in-process %.3g, exact %.3g\n",
+            (unsigned long long)step, e, e_exact);
+    ck_assert_msg(e_exact <= EXACT_TOL, "%.3g from the exact root", e_exact);
+    ck_assert_uint_eq(info.generation, step);
+    ck_assert_uint_eq(info.step, step);
+    ck_assert_uint_eq(info.blocks_by_status[DASH_BLOCK_OK], n);
+  }
+
+  DASH_EQ(dash_stack_destroy(s), 0);
+  dash_disconnect(c);
+  p->ipc->free(cb.pool);
+  free(base);
+  free(stats);
+  free(ref);
+  free(exact);
+  free(got);
+  free(nan_stats);
+  daemon_stop(&d);
+}
+END_TEST
+
+/* A RegisterStack of a CUDA stack over cb, for the raw protocol; the
+ * caller spoils one field. */
+typedef struct cuda_reg {
+  Dashpb__RegisterStack reg;
+  Dashpb__StackOptions opts;
+  Dashpb__CudaBuffer stats, result;
+  unsigned char h_mem[DASH_CUDA_IPC_HANDLE_BYTES];
+  unsigned char h_step[DASH_CUDA_IPC_HANDLE_BYTES];
+  unsigned char h_release[DASH_CUDA_IPC_HANDLE_BYTES];
+  char uuid[64];
+  void *ev[2];
+} cuda_reg;
+
+static void cuda_reg_make(const struct dash__cuda_plugin *p, cuda_reg *r,
+                          const cuda_bufs *cb, size_t n, size_t b) {
+  uint64_t off_s, off_r;
+  size_t bytes = n * b * b * sizeof(float);
+  memset(r, 0, sizeof(*r));
+  ck_assert_int_eq(p->ipc->export_mem(0, cb->stats, bytes, r->h_mem, &off_s),
+                   0);
+  ck_assert_int_eq(
+      p->ipc->export_mem(0, cb->results, 2 * bytes, r->h_mem, &off_r), 0);
+  ck_assert_int_eq(p->ipc->device_uuid(0, r->uuid, sizeof(r->uuid)), 0);
+  ck_assert_int_eq(p->ipc->event_create(0, &r->ev[0], r->h_step), 0);
+  ck_assert_int_eq(p->ipc->event_create(0, &r->ev[1], r->h_release), 0);
+  dashpb__register_stack__init(&r->reg);
+  dashpb__stack_options__init(&r->opts);
+  dashpb__cuda_buffer__init(&r->stats);
+  dashpb__cuda_buffer__init(&r->result);
+  r->opts.num_blocks = n;
+  r->opts.block_size = b;
+  r->opts.root = 2;
+  r->opts.method = DASH_METHOD_EVD;
+  r->opts.max_steps = 10;
+  r->opts.tol = 1e-3;
+  r->opts.precision = DASH_PRECISION_FP32;
+  r->reg.options = &r->opts;
+  r->reg.transport = DASHPB__TRANSPORT__TRANSPORT_CUDA_IPC;
+  r->reg.stats_bytes = bytes;
+  r->reg.result_bytes = 2 * bytes;
+  r->reg.device_uuid = r->uuid;
+  r->stats.handle.data = r->h_mem;
+  r->stats.handle.len = sizeof(r->h_mem);
+  r->stats.offset = off_s;
+  r->stats.bytes = bytes;
+  r->result = r->stats;
+  r->result.offset = off_r;
+  r->result.bytes = 2 * bytes;
+  r->reg.stats_cuda = &r->stats;
+  r->reg.result_cuda = &r->result;
+  r->reg.step_event.data = r->h_step;
+  r->reg.step_event.len = sizeof(r->h_step);
+  r->reg.release_event.data = r->h_release;
+  r->reg.release_event.len = sizeof(r->h_release);
+}
+
+static void cuda_reg_free(const struct dash__cuda_plugin *p, cuda_reg *r) {
+  p->ipc->event_destroy(r->ev[0]);
+  p->ipc->event_destroy(r->ev[1]);
+}
+
+/* Sends r and expects the daemon to refuse it with `want`, naming `word`. */
+static void cuda_expect_refused(raw_conn *rc, cuda_reg *r, int want,
+                                const char *word, const int *fds, int nfds) {
+  Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+  env.body_case = DASHPB__ENVELOPE__BODY_REGISTER_STACK;
+  env.register_stack = &r->reg;
+  Dashpb__Envelope *reply = raw_request(rc, &env, fds, nfds);
+  ck_assert_msg(reply->status == want, "status %d (%s), want %s: %s",
+                reply->status, dash_status_name(reply->status),
+                dash_status_name(want), reply->message);
+  ck_assert_msg(strstr(reply->message, word) != NULL,
+                "the message '%s' does not say '%s'", reply->message, word);
+  dashpb__envelope__free_unpacked(reply, NULL);
+}
+
+START_TEST(test_cuda_ipc_rejects_bad_buffers) {
+  const size_t n = 2, b = 16;
+  const size_t bytes = n * b * b * sizeof(float);
+  daemon_proc d;
+  raw_conn rc;
+  cuda_reg r;
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, n, b);
+  cuda_reg_make(p, &r, &cb, n, b);
+  raw_open_hello(&rc, d.sock);
+
+  /* The range checks: the allocation is cb.pool_bytes long. */
+  r.stats.offset = cb.pool_bytes - bytes + 4;
+  cuda_expect_refused(&rc, &r, DASH_E_BAD_MEMORY, "inside its allocation", NULL,
+                      0);
+  r.stats.offset = UINT64_MAX - 2;
+  cuda_expect_refused(&rc, &r, DASH_E_BAD_MEMORY, "not a multiple of 4", NULL,
+                      0);
+  r.stats.offset = UINT64_MAX - 3;
+  cuda_expect_refused(&rc, &r, DASH_E_BAD_MEMORY, "inside its allocation", NULL,
+                      0);
+  r.stats.offset = 256;
+  r.result.offset = cb.pool_bytes - bytes;
+  cuda_expect_refused(&rc, &r, DASH_E_BAD_MEMORY, "inside its allocation", NULL,
+                      0);
+  /* Overlapping buffers: the daemon would read what it writes. */
+  r.result.offset = 256 + bytes / 2;
+  cuda_expect_refused(&rc, &r, DASH_E_INVALID, "overlap", NULL, 0);
+  r.result.offset = 256 + bytes + 512;
+  /* Sizes that are not the stack's. */
+  r.stats.bytes = bytes - 4;
+  cuda_expect_refused(&rc, &r, DASH_E_INVALID, "declared", NULL, 0);
+  r.stats.bytes = bytes;
+  /* Handles that are not handles. */
+  r.stats.handle.len = 10;
+  cuda_expect_refused(&rc, &r, DASH_E_INVALID, "64", NULL, 0);
+  r.stats.handle.len = DASH_CUDA_IPC_HANDLE_BYTES;
+  unsigned char junk[DASH_CUDA_IPC_HANDLE_BYTES];
+  memset(junk, 0x5a, sizeof(junk));
+  r.stats.handle.data = junk;
+  cuda_expect_refused(&rc, &r, DASH_E_BAD_MEMORY, "statistics", NULL, 0);
+  r.stats.handle.data = r.h_mem;
+  r.reg.step_event.len = 3;
+  cuda_expect_refused(&rc, &r, DASH_E_INVALID, "step event", NULL, 0);
+  r.reg.step_event.len = DASH_CUDA_IPC_HANDLE_BYTES;
+  /* A GPU this daemon cannot see, and no GPU named at all. */
+  r.reg.device_uuid = (char *)"GPU-00000000-0000-0000-0000-000000000000";
+  cuda_expect_refused(&rc, &r, DASH_E_UNSUPPORTED, "not visible", NULL, 0);
+  r.reg.device_uuid = (char *)"0";
+  cuda_expect_refused(&rc, &r, DASH_E_INVALID, "UUID", NULL, 0);
+  r.reg.device_uuid = r.uuid;
+  /* fds do not come with CUDA_IPC. */
+  int fd = make_memfd(bytes, 1);
+  cuda_expect_refused(&rc, &r, DASH_E_INVALID, "CUDA_IPC takes none", &fd, 1);
+  close(fd);
+  raw_expect_ping(&rc, 0, NULL, 0, "after the bad CUDA registrations");
+  raw_close(&rc);
+
+  /* Every refused registration let go of what it had opened: a new
+   * client opens the same allocation afresh (the simulated GPU, like
+   * CUDA, refuses a second open of one handle in one process), and the
+   * stack computes. */
+  raw_open_hello(&rc, d.sock);
+  Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+  env.body_case = DASHPB__ENVELOPE__BODY_REGISTER_STACK;
+  env.register_stack = &r.reg;
+  Dashpb__Envelope *reply = raw_request(&rc, &env, NULL, 0);
+  ck_assert_msg(reply->status == 0, "a good registration failed: %s",
+                reply->message);
+  ck_assert_int_eq(reply->body_case,
+                   DASHPB__ENVELOPE__BODY_REGISTER_STACK_REPLY);
+  ck_assert_uint_eq(reply->register_stack_reply->snapshot_event.len,
+                    DASH_CUDA_IPC_HANDLE_BYTES);
+  ck_assert_uint_eq(reply->register_stack_reply->n_result_event, 2);
+  dashpb__envelope__free_unpacked(reply, NULL);
+  raw_close(&rc);
+  check_daemon_serves(&d);
+
+  cuda_reg_free(p, &r);
+  p->ipc->free(cb.pool);
+  daemon_stop(&d);
+}
+END_TEST
+
+START_TEST(test_cuda_ipc_cpu_daemon_refuses_cuda_stacks) {
+  const size_t n = 2, b = 8;
+  daemon_proc d;
+  dash_client *c;
+  dash_stack *s = NULL;
+  const char *was = g_backend;
+  g_backend = "cpu";
+  DAEMON_START(&d, 1);
+  g_backend = was;
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, n, b);
+  dash_stack_options o = stack_opts(n, b, DASH_METHOD_EVD, 2);
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_EQ(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s),
+          DASH_E_UNSUPPORTED);
+  ck_assert_ptr_null(s);
+  ck_assert_msg(strstr(client_error(), "backend cpu") != NULL, "%s",
+                client_error());
+  /* The client's own checks come first. */
+  DASH_EQ(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.stats, &s),
+          DASH_E_INVALID);
+  DASH_EQ(dash_stack_create_cuda(c, &o, 0, NULL, cb.results, &s),
+          DASH_E_INVALID);
+  float host[64];
+  DASH_EQ(dash_stack_create_cuda(c, &o, 0, host, cb.results, &s),
+          DASH_E_BAD_MEMORY);
+  dash_disconnect(c);
+  p->ipc->free(cb.pool);
+  daemon_stop(&d);
+}
+END_TEST
+
+/* The trainer of test_cuda_ipc_trainer_death: registers a CUDA stack,
+ * asks for a refresh of a stack that keeps the worker busy, and dies
+ * without a word. Runs in a child forked before this test touched CUDA. */
+static void cuda_trainer_dies(const char *sock, int ready_fd) {
+  const struct dash__cuda_plugin *p = dash__cuda_load_plugin(NULL);
+  dash_client *c;
+  dash_stack *s;
+  dash_stack_options o = busy_opts(2, 10);
+  size_t count = o.num_blocks * o.block_size * o.block_size;
+  if (p == NULL || dash_connect(sock, &c) < 0)
+    _exit(2);
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, o.num_blocks, o.block_size);
+  float *stats = calloc(count, sizeof(float));
+  for (size_t k = 0; k < o.num_blocks; k++)
+    for (size_t i = 0; i < o.block_size; i++)
+      stats[k * o.block_size * o.block_size + i * o.block_size + i] = 1.0f;
+  if (p->tools->upload(cb.stats, stats, count * sizeof(float)) < 0 ||
+      dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s) < 0 ||
+      dash_step(s, 1, NULL) < 0)
+    _exit(3);
+  if (write(ready_fd, "r", 1) != 1)
+    _exit(4);
+  _exit(0);
+}
+
+START_TEST(test_cuda_ipc_trainer_death_frees_only_its_stacks) {
+  daemon_proc d;
+  raw_conn probe;
+  int pipefd[2];
+  DAEMON_START(&d, 2);
+  ck_assert_int_eq(pipe(pipefd), 0);
+  /* Forked before this process uses CUDA: a child of a process that
+   * initialised CUDA cannot use it. */
+  pid_t child = fork();
+  ck_assert_int_ge(child, 0);
+  if (child == 0) {
+    close(pipefd[0]);
+    cuda_trainer_dies(d.sock, pipefd[1]);
+  }
+  close(pipefd[1]);
+  char ch = 0;
+  ck_assert_int_eq(read(pipefd[0], &ch, 1), 1);
+  close(pipefd[0]);
+  int status = 0;
+  ck_assert_int_eq(waitpid(child, &status, 0), child);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                "the trainer child failed: status %d", status);
+
+  /* The daemon lets go of everything the dead trainer had: its session,
+   * its stack once the computation in flight ends, the GPU memory it
+   * opened (under the simulation, the memfds of its allocations; the
+   * daemon's own allocations of the stack go with it too). */
+  raw_open_hello(&probe, d.sock);
+  daemon_settle(&d, &probe, 1, -1, 0, NULL, NULL);
+  if (cuda_simulated()) {
+    double deadline = now_ms() + SETTLE_DEADLINE_MS;
+    while (count_memfd_maps(d.pid) != 0) {
+      ck_assert_msg(now_ms() < deadline,
+                    "the daemon still maps %ld memfds of the dead trainer",
+                    count_memfd_maps(d.pid));
+      poll_pause();
+    }
+  }
+  raw_close(&probe);
+  check_daemon_serves(&d);
+  daemon_stop(&d);
+}
+END_TEST
+
+START_TEST(test_cuda_ipc_unregister_waits_for_the_daemon) {
+  daemon_proc d;
+  dash_client *c;
+  dash_stack *s;
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  dash_stack_options o = busy_opts(2, 10);
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, o.num_blocks, o.block_size);
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_OK(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s));
+  DASH_OK(dash_step(s, 1, NULL));
+  /* Destroyed while the daemon computes: the call returns once the
+   * daemon no longer touches the buffers, so the trainer may free them. */
+  DASH_EQ(dash_stack_destroy(s), 0);
+  if (cuda_simulated())
+    ck_assert_msg(count_memfd_maps(d.pid) == 0,
+                  "dash_stack_destroy returned while the daemon maps %ld "
+                  "memfds",
+                  count_memfd_maps(d.pid));
+  p->ipc->free(cb.pool);
+  check_daemon_serves(&d);
+  dash_disconnect(c);
+  daemon_stop(&d);
+}
+END_TEST
+
 static Suite *daemon_suite(void) {
   Suite *s = suite_create("dashd");
   /* Seconds per test; the slowest takes about 5 s (the stop test waits
@@ -2210,6 +2695,20 @@ static Suite *daemon_suite(void) {
   tcase_add_test(tc, test_daemon_connect_without_daemon_fails);
   tcase_add_test(tc, test_daemon_releases_stacks_and_connections);
   suite_add_tcase(s, tc);
+
+  /* CUDA_IPC needs a GPU, real or simulated: only where the ctest says so
+   * (tests/daemon_tests.cmake), never by probing CUDA here, which would
+   * spoil it for the forked tests. */
+  if (getenv("DASH_TEST_CUDA_IPC") != NULL) {
+    tc = tcase_create("cuda_ipc");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_cuda_ipc_matches_in_process_roots);
+    tcase_add_test(tc, test_cuda_ipc_rejects_bad_buffers);
+    tcase_add_test(tc, test_cuda_ipc_cpu_daemon_refuses_cuda_stacks);
+    tcase_add_test(tc, test_cuda_ipc_trainer_death_frees_only_its_stacks);
+    tcase_add_test(tc, test_cuda_ipc_unregister_waits_for_the_daemon);
+    suite_add_tcase(s, tc);
+  }
   return s;
 }
 
@@ -2248,6 +2747,23 @@ int main(int argc, char **argv) {
             "usage: test_daemon PATH-TO-DASHD (or set "
             "DASHD_TEST_BINARY)\n");
     return 2;
+  }
+  if (getenv("DASH_TEST_CUDA_IPC") != NULL)
+    g_backend = "cuda";
+  if (getenv("DASH_TEST_CUDA_IPC") != NULL && !cuda_simulated()) {
+    /* Asked about in a child: this process forks the tests, and a
+     * process that initialised CUDA cannot hand it to its children. */
+    pid_t probe = fork();
+    if (probe == 0) {
+      const struct dash__cuda_plugin *p = dash__cuda_load_plugin(NULL);
+      _exit(p != NULL && p->device_count() > 0 ? 0 : 1);
+    }
+    int st = 0;
+    if (probe < 0 || waitpid(probe, &st, 0) != probe || !WIFEXITED(st) ||
+        WEXITSTATUS(st) != 0) {
+      printf("skipped: no CUDA device\n");
+      return 77;
+    }
   }
   snprintf(g_root, sizeof(g_root), "/tmp/dashd-test-XXXXXX");
   if (mkdtemp(g_root) == NULL) {

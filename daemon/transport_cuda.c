@@ -1,0 +1,313 @@
+/* The CUDA_IPC transport: a GPU trainer's statistics and result slots,
+ * opened through legacy CUDA IPC handles, and the stream-ordered
+ * hand-over of DESIGN.md. Each client allocation is opened once per
+ * client (a refcounted map shared by that client's stacks) and every
+ * buffer is checked against the size of the allocation it names before
+ * any copy touches it.
+ *
+ * On the GPU, per stack: the snapshot copy runs on the stack's own
+ * high-priority copy stream (the trainer's next statistics update waits
+ * for it), after the client's step event; the computation runs on the
+ * worker's stream into a private buffer, which is copied into the result
+ * slot after the client's release event. The loop thread queues the
+ * snapshot and the worker thread the rest; neither waits on the GPU
+ * except the worker at the end of a computation and a stack's teardown.
+ * All CUDA calls go through the plugin (kernels/internal.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/internal.h"
+#include "dashd.h"
+#include "log.h"
+
+/* One client allocation mapped into the daemon. */
+struct dashd_cuda_map {
+  uint64_t session; /* dashd_session.serial of the client that sent it */
+  unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES];
+  void *base;
+  size_t size;
+  int refs;
+  struct dashd_cuda_map *next;
+};
+
+struct dashd_cuda_stack {
+  const struct dash__cuda_ipc *ipc;
+  struct dashd_cuda_map *stats_map, *result_map;
+  const float *stats; /* inside stats_map */
+  float *results;     /* inside result_map: two slots */
+  float *snaps[2];    /* private snapshots */
+  float *out;         /* private result, copied into a slot */
+  void *copy_stream;
+  void *step_event, *release_event;       /* the client's */
+  void *snapshot_event, *result_event[2]; /* ours */
+  unsigned char snapshot_handle[DASH_CUDA_IPC_HANDLE_BYTES];
+  unsigned char result_handle[2][DASH_CUDA_IPC_HANDLE_BYTES];
+};
+
+static void map_unref(struct dashd_server *srv, struct dashd_cuda_map *m) {
+  if (m == NULL || --m->refs > 0)
+    return;
+  for (struct dashd_cuda_map **p = &srv->cuda_maps; *p != NULL;
+       p = &(*p)->next) {
+    if (*p == m) {
+      *p = m->next;
+      break;
+    }
+  }
+  dash__cuda_load_plugin(NULL)->ipc->mem_close(m->base);
+  free(m);
+}
+
+/* The client's allocation behind handle, opened once per client. */
+static int map_ref(struct dashd_server *srv, uint64_t session,
+                   const unsigned char *handle,
+                   const struct dash__cuda_ipc *ipc,
+                   struct dashd_cuda_map **out) {
+  for (struct dashd_cuda_map *m = srv->cuda_maps; m != NULL; m = m->next) {
+    if (m->session == session &&
+        memcmp(m->handle, handle, DASH_CUDA_IPC_HANDLE_BYTES) == 0) {
+      m->refs++;
+      *out = m;
+      return 0;
+    }
+  }
+  struct dashd_cuda_map *m = calloc(1, sizeof(*m));
+  if (m == NULL)
+    return dash__fail(DASH_E_NOMEM, "out of memory");
+  int rc = ipc->mem_open(handle, &m->base, &m->size);
+  if (rc < 0) {
+    free(m);
+    return rc;
+  }
+  m->session = session;
+  memcpy(m->handle, handle, DASH_CUDA_IPC_HANDLE_BYTES);
+  m->refs = 1;
+  m->next = srv->cuda_maps;
+  srv->cuda_maps = m;
+  *out = m;
+  return 0;
+}
+
+/* Opens the allocation of one CudaBuffer and checks that the buffer lies
+ * inside it: a legacy handle opens the whole allocation, so the offset
+ * and length are the client's word until checked here. */
+static int open_buffer(struct dashd_server *srv, uint64_t session,
+                       const struct dash__cuda_ipc *ipc,
+                       const Dashpb__CudaBuffer *buf, uint64_t want,
+                       const char *what, struct dashd_cuda_map **map,
+                       void **ptr) {
+  if (buf == NULL)
+    return dash__fail(DASH_E_INVALID, "CUDA_IPC without the %s buffer", what);
+  if (buf->handle.len != DASH_CUDA_IPC_HANDLE_BYTES)
+    return dash__fail(DASH_E_INVALID,
+                      "the %s handle has %zu bytes; a CUDA IPC handle has %d",
+                      what, buf->handle.len, DASH_CUDA_IPC_HANDLE_BYTES);
+  if (buf->bytes != want)
+    return dash__fail(DASH_E_INVALID,
+                      "the %s buffer is declared as %llu bytes; the stack "
+                      "needs %llu",
+                      what, (unsigned long long)buf->bytes,
+                      (unsigned long long)want);
+  if (buf->offset % sizeof(float) != 0)
+    return dash__fail(DASH_E_BAD_MEMORY,
+                      "the %s buffer's offset %llu is not a multiple of 4",
+                      what, (unsigned long long)buf->offset);
+  int rc = map_ref(srv, session, buf->handle.data, ipc, map);
+  if (rc < 0)
+    return dash__fail(rc, "cannot open the %s buffer: %s", what,
+                      dash_last_error());
+  size_t size = (*map)->size;
+  if (buf->offset > size || want > size - buf->offset) {
+    rc = dash__fail(DASH_E_BAD_MEMORY,
+                    "the %s buffer (offset %llu, %llu bytes) does not lie "
+                    "inside its allocation of %zu bytes",
+                    what, (unsigned long long)buf->offset,
+                    (unsigned long long)want, size);
+    map_unref(srv, *map);
+    *map = NULL;
+    return rc;
+  }
+  *ptr = (char *)(*map)->base + buf->offset;
+  return 0;
+}
+
+static int open_event(const struct dash__cuda_ipc *ipc,
+                      const ProtobufCBinaryData *h, const char *what,
+                      void **ev) {
+  if (h->len != DASH_CUDA_IPC_HANDLE_BYTES)
+    return dash__fail(DASH_E_INVALID,
+                      "the %s event handle has %zu bytes; a CUDA IPC "
+                      "handle has %d",
+                      what, h->len, DASH_CUDA_IPC_HANDLE_BYTES);
+  int rc = ipc->event_open(-1, h->data, ev);
+  return rc < 0 ? dash__fail(rc, "cannot open the %s event: %s", what,
+                             dash_last_error())
+                : 0;
+}
+
+/* The visible device with this UUID, or a clear refusal: GPUs are named
+ * by UUID because CUDA_VISIBLE_DEVICES renumbers ordinals. */
+static int check_device(const struct dash__cuda_ipc *ipc, const char *uuid) {
+  int n = dash__cuda_device_count();
+  char have[64];
+  if (uuid == NULL || strncmp(uuid, "GPU-", 4) != 0)
+    return dash__fail(DASH_E_INVALID,
+                      "CUDA_IPC needs the UUID of the trainer's GPU "
+                      "(GPU-...), not '%s'",
+                      uuid != NULL ? uuid : "");
+  for (int i = 0; i < n; i++)
+    if (ipc->device_uuid(i, have, sizeof(have)) == 0 && strcmp(have, uuid) == 0)
+      return 0;
+  return dash__fail(DASH_E_UNSUPPORTED,
+                    "the trainer's GPU %s is not visible to this daemon "
+                    "(check its CUDA_VISIBLE_DEVICES)",
+                    uuid);
+}
+
+void dashd__cuda_stack_free(struct dashd_stack *st) {
+  struct dashd_cuda_stack *g = st->cuda;
+  if (g == NULL)
+    return;
+  const struct dash__cuda_ipc *ipc = g->ipc;
+  /* A snapshot copy may still be queued: it must end before the client's
+   * memory is closed. (The worker's stream is idle: a stack is freed only
+   * after its computation ended.) */
+  if (g->copy_stream != NULL) {
+    if (ipc->stream_sync(g->copy_stream) < 0)
+      dashd__log(DASHD_LOG_WARN, "stack %llu: copy stream: %s",
+                 (unsigned long long)st->id, dash_last_error());
+    ipc->stream_destroy(g->copy_stream);
+  }
+  ipc->event_destroy(g->step_event);
+  ipc->event_destroy(g->release_event);
+  ipc->event_destroy(g->snapshot_event);
+  ipc->event_destroy(g->result_event[0]);
+  ipc->event_destroy(g->result_event[1]);
+  ipc->free(g->snaps[0]);
+  ipc->free(g->snaps[1]);
+  ipc->free(g->out);
+  map_unref(st->srv, g->stats_map);
+  map_unref(st->srv, g->result_map);
+  free(g);
+  st->cuda = NULL;
+}
+
+int dashd__cuda_stack_open(struct dashd_stack *st, struct dashd_session *s,
+                           const Dashpb__RegisterStack *req) {
+  const char *why = "";
+  const struct dash__cuda_plugin *p = dash__cuda_load_plugin(&why);
+  if (p == NULL || dash__cuda_device_count() <= 0)
+    return dash__fail(DASH_E_UNSUPPORTED,
+                      "this daemon has no CUDA device for CUDA stacks%s%s",
+                      p == NULL ? ": " : "", p == NULL ? why : "");
+  const struct dash__cuda_ipc *ipc = p->ipc;
+  size_t bytes = st->elems * sizeof(float);
+  int rc;
+  if ((rc = check_device(ipc, req->device_uuid)) < 0)
+    return rc;
+  struct dashd_cuda_stack *g = calloc(1, sizeof(*g));
+  if (g == NULL)
+    return dash__fail(DASH_E_NOMEM, "out of memory");
+  st->cuda = g;
+  g->ipc = ipc;
+  void *stats, *results;
+  if ((rc = open_buffer(st->srv, s->serial, ipc, req->stats_cuda, bytes,
+                        "statistics", &g->stats_map, &stats)) < 0 ||
+      (rc = open_buffer(st->srv, s->serial, ipc, req->result_cuda, 2 * bytes,
+                        "result", &g->result_map, &results)) < 0)
+    return rc;
+  g->stats = stats;
+  g->results = results;
+  /* The daemon writes the slots while it may read the statistics. */
+  if (g->stats_map == g->result_map &&
+      (const char *)g->stats < (const char *)g->results + 2 * bytes &&
+      (const char *)g->results < (const char *)g->stats + bytes)
+    return dash__fail(DASH_E_INVALID,
+                      "the statistics and result buffers overlap");
+  if ((rc = open_event(ipc, &req->step_event, "step", &g->step_event)) < 0 ||
+      (rc = open_event(ipc, &req->release_event, "release",
+                       &g->release_event)) < 0)
+    return rc;
+  void *p0, *p1, *po;
+  if ((rc = ipc->event_create(-1, &g->snapshot_event, g->snapshot_handle)) <
+          0 ||
+      (rc = ipc->event_create(-1, &g->result_event[0], g->result_handle[0])) <
+          0 ||
+      (rc = ipc->event_create(-1, &g->result_event[1], g->result_handle[1])) <
+          0 ||
+      (rc = ipc->stream_create(1, &g->copy_stream)) < 0)
+    return rc;
+  if ((rc = ipc->alloc(&p0, bytes)) < 0)
+    return rc;
+  g->snaps[0] = p0;
+  if ((rc = ipc->alloc(&p1, bytes)) < 0)
+    return rc;
+  g->snaps[1] = p1;
+  if ((rc = ipc->alloc(&po, bytes)) < 0)
+    return rc;
+  g->out = po;
+  return 0;
+}
+
+void dashd__cuda_stack_events(const struct dashd_stack *st,
+                              Dashpb__RegisterStackReply *rr,
+                              ProtobufCBinaryData results[2]) {
+  struct dashd_cuda_stack *g = st->cuda;
+  rr->snapshot_event.data = g->snapshot_handle;
+  rr->snapshot_event.len = DASH_CUDA_IPC_HANDLE_BYTES;
+  for (int k = 0; k < 2; k++) {
+    results[k].data = g->result_handle[k];
+    results[k].len = DASH_CUDA_IPC_HANDLE_BYTES;
+  }
+  rr->n_result_event = 2;
+  rr->result_event = results;
+}
+
+int dashd__cuda_snapshot(struct dashd_stack *st, int snap) {
+  struct dashd_cuda_stack *g = st->cuda;
+  const struct dash__cuda_ipc *ipc = g->ipc;
+  int rc;
+  /* After the trainer's update (its step event), before its next one
+   * (which waits for the snapshot event the client gets with the
+   * reply): invariant 1 on the GPU. */
+  if ((rc = ipc->stream_wait(-1, g->copy_stream, g->step_event)) < 0 ||
+      (rc = ipc->copy(g->snaps[snap], g->stats, st->elems * sizeof(float),
+                      g->copy_stream)) < 0 ||
+      (rc = ipc->event_record(-1, g->snapshot_event, g->copy_stream)) < 0)
+    return rc;
+  return 0;
+}
+
+int dashd__cuda_run(struct dashd_job *job, void *stream) {
+  struct dashd_stack *st = job->stack;
+  struct dashd_cuda_stack *g = st->cuda;
+  const struct dash__cuda_ipc *ipc = g->ipc;
+  size_t bb = st->b * st->b;
+  float *slot = g->results + (size_t)job->slot * st->elems;
+  int rc;
+  /* The newest snapshot event follows this snapshot's copy on the one
+   * copy stream of the stack, so waiting for it covers this copy. */
+  if ((rc = ipc->stream_wait(-1, stream, g->snapshot_event)) < 0)
+    return rc;
+  if ((rc = dash_roots_execute_device(st->plan, g->out, g->snaps[job->snap],
+                                      st->infos, &job->report, stream)) < 0)
+    return rc;
+  /* A block whose input was not finite keeps the newest earlier result,
+   * as on the CPU. */
+  if (job->prev >= 0 && job->prev != job->slot) {
+    const float *prev = g->results + (size_t)job->prev * st->elems;
+    for (size_t i = 0; i < st->n; i++)
+      if (st->infos[i].status == DASH_BLOCK_NONFINITE_INPUT &&
+          (rc = ipc->copy(g->out + i * bb, prev + i * bb, bb * sizeof(float),
+                          stream)) < 0)
+        return rc;
+  }
+  /* The slot may still be read by kernels the trainer queued before the
+   * Sync that let go of it: its release event comes after them. */
+  if ((rc = ipc->stream_wait(-1, stream, g->release_event)) < 0 ||
+      (rc = ipc->copy(slot, g->out, st->elems * sizeof(float), stream)) < 0 ||
+      (rc = ipc->event_record(-1, g->result_event[job->slot], stream)) < 0)
+    return rc;
+  /* Errors of the queued copies belong to this computation. */
+  return ipc->stream_sync(stream);
+}
