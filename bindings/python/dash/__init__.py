@@ -10,6 +10,14 @@
 
     x, infos = dash.roots(a, root=4, method="evd")  # in-process, no daemon
 
+A GPU trainer shares its own tensors instead (CUDA IPC; the daemon needs
+backend cuda), and the hand-over is ordered on its CUDA stream:
+
+        s = c.create_stack_cuda(stats, results)  # (N,B,B), (2,N,B,B) cuda
+        s.step(step)                  # torch's current stream, or stream=
+        if s.sync(0).adopted:
+            precondition(s.result)    # a view of results, no copy
+
 ``stack.stats`` views the memory shared with the daemon: writes are seen
 by the next step() with no copy, and ``torch.from_numpy(stack.stats)`` is
 a tensor over the same memory. torch is not imported here; ``dash.optim``
@@ -20,13 +28,13 @@ or the system (see dash._lib).
 """
 import os
 
-from .client import Client, RefreshInfo, Stack
+from .client import Client, CudaStack, RefreshInfo, Stack
 from .errors import DashError, DisconnectedError
 from .roots import roots
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Stack", "RefreshInfo", "roots", "DashError",
+__all__ = ["Client", "Stack", "CudaStack", "RefreshInfo", "roots", "DashError",
            "DisconnectedError", "default_socket_path", "__version__"]
 
 

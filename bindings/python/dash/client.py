@@ -25,7 +25,7 @@ from ._lib import lib
 from ._names import parse
 from .errors import DashError, E_INVALID, check
 
-__all__ = ["Client", "Stack", "RefreshInfo"]
+__all__ = ["Client", "Stack", "CudaStack", "RefreshInfo"]
 
 
 @dataclasses.dataclass
@@ -104,12 +104,11 @@ class Client(_Closeable):
         check(lib.dash_ping(self._h(), ctypes.byref(rtt)))
         return rtt.value
 
-    def create_stack(self, num_blocks, block_size, *, root=4, method="ndb",
-                     scaling="pi", max_steps=10, tol=1e-3, eps=1e-10,
-                     precision="fp32", fallback="diverged"):
-        """Registers a stack of num_blocks blocks of block_size^2 floats
-        (dash_stack_create); the statistics start zeroed."""
-        o = _lib.DashStackOptions(
+    @staticmethod
+    def _options(num_blocks, block_size, root=4, method="ndb", scaling="pi",
+                 max_steps=10, tol=1e-3, eps=1e-10, precision="fp32",
+                 fallback="diverged"):
+        return _lib.DashStackOptions(
             version=_lib.STACK_OPTIONS_VERSION,
             num_blocks=int(num_blocks), block_size=int(block_size),
             root=int(root), method=parse("method", method),
@@ -117,11 +116,52 @@ class Client(_Closeable):
             tol=float(tol), eps=float(eps),
             precision=parse("precision", precision),
             fallback=parse("fallback", fallback))
+
+    def create_stack(self, num_blocks, block_size, **options):
+        """Registers a stack of num_blocks blocks of block_size^2 floats
+        (dash_stack_create); the statistics start zeroed. options: root=4,
+        method="ndb", scaling="pi", max_steps=10, tol=1e-3, eps=1e-10,
+        precision="fp32", fallback="diverged"."""
+        o = self._options(num_blocks, block_size, **options)
         with self._lock:
             h = self._h()
             s = ctypes.c_void_p()
             check(lib.dash_stack_create(h, ctypes.byref(o), ctypes.byref(s)))
             stack = Stack(self, s)
+            self._stacks.add(stack)
+        return stack
+
+    def create_stack_cuda(self, stats, results, **options):
+        """Registers a stack over a GPU trainer's own memory
+        (dash_stack_create_cuda): the daemon opens both buffers through
+        CUDA IPC and hands results over on the trainer's stream.
+
+        stats: a contiguous float32 CUDA tensor of shape (N, B, B);
+        results: one of shape (2, N, B, B), on the same GPU. Either may
+        be a view into a larger allocation (PyTorch's caching allocator).
+        The stack keeps both tensors alive. options as for create_stack.
+        """
+        shape = tuple(getattr(stats, "shape", ()))
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise DashError(E_INVALID,
+                            "stats must be an (N, B, B) CUDA tensor, not %r"
+                            % (shape,))
+        n, b = shape[0], shape[1]
+        _check_cuda_tensor(stats, "stats", (n, b, b))
+        _check_cuda_tensor(results, "results", (2, n, b, b))
+        device = stats.device.index
+        if results.device.index != device:
+            raise DashError(E_INVALID, "stats and results are on GPUs %d "
+                            "and %d; both must be on one"
+                            % (device, results.device.index))
+        o = self._options(n, b, **options)
+        with self._lock:
+            h = self._h()
+            s = ctypes.c_void_p()
+            check(lib.dash_stack_create_cuda(
+                h, ctypes.byref(o), int(device), stats.data_ptr(),
+                results.data_ptr(), ctypes.byref(s)))
+            stack = CudaStack(self, s, stats, results)
             self._stacks.add(stack)
         return stack
 
@@ -225,4 +265,73 @@ class Stack(_Closeable):
     def __repr__(self):
         return "<dash.Stack N=%d B=%d%s>" % (
             self.num_blocks, self.block_size,
+            " closed" if self.closed else "")
+
+
+def _check_cuda_tensor(t, what, shape):
+    """A contiguous float32 CUDA tensor of this shape, or DashError."""
+    if not getattr(t, "is_cuda", False):
+        raise DashError(E_INVALID, "%s must be a CUDA tensor" % what)
+    if str(t.dtype) != "torch.float32":
+        raise DashError(E_INVALID, "%s must be float32, not %s"
+                        % (what, t.dtype))
+    if tuple(t.shape) != shape:
+        raise DashError(E_INVALID, "%s has shape %r; the stack needs %r"
+                        % (what, tuple(t.shape), shape))
+    if not t.is_contiguous():
+        raise DashError(E_INVALID, "%s must be contiguous" % what)
+
+
+def _stream_handle(stream, device):
+    """The cudaStream_t of a torch.cuda.Stream, an int, or None (torch's
+    current stream on device)."""
+    if stream is None:
+        import torch
+        return torch.cuda.current_stream(device).cuda_stream
+    return int(getattr(stream, "cuda_stream", stream))
+
+
+class CudaStack(Stack):
+    """A stack over a GPU trainer's tensors; made by
+    Client.create_stack_cuda(). step() and sync() order the hand-over on
+    a CUDA stream: kernels queued on it after sync() adopted a result see
+    that result complete; the CPU waits for neither."""
+
+    def __init__(self, client, handle, stats, results):
+        super().__init__(client, handle)
+        self._stats = stats             # kept alive: the daemon maps them
+        self._results = results
+        self._stream = None
+
+    @property
+    def stats(self):
+        """The statistics tensor given at creation."""
+        self._h()
+        return self._stats
+
+    @property
+    def result(self):
+        """The adopted result slot: a view of the results tensor (no
+        copy), None before the first adoption. As for Stack.result, take
+        it again after every sync() that adopts."""
+        ptr = lib.dash_stack_result_cuda(self._h())
+        if not ptr:
+            return None
+        slot_bytes = self._results[0].numel() * 4
+        slot = (ptr - self._results.data_ptr()) // slot_bytes
+        return self._results[slot]
+
+    def step(self, step, stream=None):
+        """Asks for a refresh (dash_step) ordered on stream: a
+        torch.cuda.Stream, a raw cudaStream_t as an int, or None for
+        torch's current stream of the tensors' GPU. The trainer's later
+        kernels on that stream wait for the daemon's snapshot on the GPU;
+        sync() orders its hand-over on the same stream."""
+        s = _stream_handle(stream, self._stats.device)
+        check(lib.dash_step(self._h(), int(step), s or None))
+        self._stream = s
+
+    def __repr__(self):
+        return "<dash.CudaStack N=%d B=%d on cuda:%d%s>" % (
+            self.num_blocks, self.block_size, self._stats.device.index,
             " closed" if self.closed else "")
