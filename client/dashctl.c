@@ -99,25 +99,27 @@ static void print_json(const Dashpb__StatusReply *r) {
     printf(
         ",\"last_step_requested\":%llu,\"last_step_done\":%llu,"
         "\"staleness\":%llu,\"refreshes\":%llu,\"coalesced\":%llu,"
-        "\"failures\":%llu}",
+        "\"failures\":%llu,\"memory\":",
         (unsigned long long)st->last_step_requested,
         (unsigned long long)st->last_step_done,
         (unsigned long long)staleness(st), (unsigned long long)st->refreshes,
         (unsigned long long)st->coalesced, (unsigned long long)st->failures);
+    json_string(st->memory);
+    putchar('}');
   }
   fputs("]}\n", stdout);
 }
 
-#define COLS 11
+#define COLS 12
 #define CELL 48
 
 static const char *const kHeads[COLS] = {
-    "STACK",   "PID",   "UID",       "SHAPE",     "METHOD",  "GEN",
-    "LAST MS", "STALE", "REFRESHES", "COALESCED", "FAILURES"};
+    "STACK",   "PID",   "UID",       "SHAPE",     "METHOD",   "GEN",
+    "LAST MS", "STALE", "REFRESHES", "COALESCED", "FAILURES", "MEMORY"};
 
 /* Text columns are left-aligned, numbers right-aligned. */
 static int left_aligned(int col) {
-  return col == 3 || col == 4;
+  return col == 3 || col == 4 || col == 11;
 }
 
 static void fill_row(char (*row)[CELL], const Dashpb__StackStatus *st) {
@@ -134,6 +136,7 @@ static void fill_row(char (*row)[CELL], const Dashpb__StackStatus *st) {
   snprintf(row[8], CELL, "%llu", (unsigned long long)st->refreshes);
   snprintf(row[9], CELL, "%llu", (unsigned long long)st->coalesced);
   snprintf(row[10], CELL, "%llu", (unsigned long long)st->failures);
+  snprintf(row[11], CELL, "%s", st->memory);
 }
 
 static void print_duration(double s) {

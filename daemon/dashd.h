@@ -64,6 +64,8 @@ struct dashd_stack {
   /* An Unregister of a CUDA stack is answered once the daemon no longer
    * touches the client's GPU memory: the client may free it then. */
   uint64_t unreg_request_id, unreg_session;
+  /* What dashctl status shows of the memory: "cuda-ipc GPU-...". */
+  char memory[64];
 
   int computing; /* snapshot being computed, or -1 */
   int pending;   /* snapshot waiting, or -1 */

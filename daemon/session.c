@@ -282,6 +282,7 @@ static void handle_status(struct dashd_session *s,
     r->refreshes = st->refreshes;
     r->coalesced = st->coalesced;
     r->failures = st->failures;
+    r->memory = st->cuda != NULL ? st->memory : (char *)"shm";
     ptrs[i++] = r;
   }
   Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;

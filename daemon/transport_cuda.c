@@ -13,6 +13,7 @@
  * snapshot and the worker thread the rest; neither waits on the GPU
  * except the worker at the end of a computation and a stack's teardown.
  * All CUDA calls go through the plugin (kernels/internal.h). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -205,6 +206,7 @@ int dashd__cuda_stack_open(struct dashd_stack *st, struct dashd_session *s,
   int rc;
   if ((rc = check_device(ipc, req->device_uuid)) < 0)
     return rc;
+  snprintf(st->memory, sizeof(st->memory), "cuda-ipc %s", req->device_uuid);
   struct dashd_cuda_stack *g = calloc(1, sizeof(*g));
   if (g == NULL)
     return dash__fail(DASH_E_NOMEM, "out of memory");

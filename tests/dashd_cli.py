@@ -93,7 +93,7 @@ class DaemonCli(unittest.TestCase):
         self.assertIn(self.sock, r.stderr)
 
     def test_ping_and_status_against_a_daemon(self):
-        p = self.start("--threads", "1")
+        p = self.start("--threads", "1", "--backend", "cpu")
         try:
             r = self.run_cmd(DASHCTL, "--socket", self.sock, "ping")
             self.assertEqual(r.returncode, 0, r.stderr)
