@@ -55,11 +55,21 @@ struct dash__stack_cuda {
   void *stream; /* of the last dash_step(): dash_sync() orders on it */
   void *step_event, *release_event;       /* ours, recorded by us */
   void *snapshot_event, *result_event[2]; /* the daemon's, opened */
+  /* Pinned SHM, for a daemon that computes on the CPU and so cannot open
+   * GPU memory: the stack's shared memfd mappings, page-locked, stand
+   * between the trainer's buffers and the daemon. dash_step() copies the
+   * statistics into them and waits for step_event after the copy;
+   * dash_sync() copies an adopted slot out, copy_event after it. Neither
+   * release_event nor the daemon's events exist then. */
+  int pinned;
+  void *locked[2]; /* the mappings page-locked so far */
+  void *copy_event;
 };
 
 struct dash_stack {
   dash_client *c;
-  /* Non-NULL for a CUDA_IPC stack, whose stats and results are NULL. */
+  /* Non-NULL for a CUDA stack: stats and results are NULL for a CUDA_IPC
+   * one, and a pinned one's shared mappings. */
   struct dash__stack_cuda *cuda;
   struct dash_stack *next; /* in c->stacks */
   uint64_t id;

@@ -60,10 +60,24 @@ static void cuda_free(struct dash__stack_cuda *g) {
   ipc->event_destroy(g->snapshot_event);
   ipc->event_destroy(g->result_event[0]);
   ipc->event_destroy(g->result_event[1]);
+  ipc->event_destroy(g->copy_event);
   free(g);
 }
 
+/* A pinned stack's mappings stop being page-locked; the copy of the last
+ * adopted slot, which may still read one, ends first. */
+static void unpin(struct dash__stack_cuda *g) {
+  if (g == NULL || !g->pinned)
+    return;
+  if (g->copy_event != NULL)
+    (void)g->ipc->event_sync(g->device, g->copy_event);
+  for (int i = 0; i < 2; i++)
+    if (g->locked[i] != NULL)
+      (void)g->ipc->host_unregister(g->device, g->locked[i]);
+}
+
 static void stack_free(dash_stack *s) {
+  unpin(s->cuda);
   if (s->stats != NULL)
     munmap(s->stats, s->stats_bytes);
   if (s->results != NULL)
@@ -162,40 +176,92 @@ static int stack_new(dash_client *c, const dash_stack_options *o,
   return 0;
 }
 
-int dash_stack_create(dash_client *c, const dash_stack_options *o,
-                      dash_stack **out) {
+/* The memfds of an SHM stack, mapped into s->stats and s->results; the
+ * caller closes fds[0] and fds[1] (-1 where none was made). */
+static int shm_make(dash_stack *s, int fds[2]) {
+  void *map = NULL;
+  int rc;
+  if ((rc = shared_memfd("dash-stats", s->stats_bytes, &fds[0], &map)) < 0)
+    return rc;
+  s->stats = map;
+  if ((rc = shared_memfd("dash-results", s->result_bytes, &fds[1], &map)) < 0)
+    return rc;
+  s->results = map;
+  return 0;
+}
+
+/* Registers s, made by shm_make(), with the daemon as an SHM stack. */
+static int shm_register(dash_client *c, const dash_stack_options *o,
+                        dash_stack *s, const int fds[2]) {
   Dashpb__RegisterStack reg = DASHPB__REGISTER_STACK__INIT;
   Dashpb__Envelope *reply = NULL;
+  reg.transport = DASHPB__TRANSPORT__TRANSPORT_SHM;
+  reg.stats_bytes = s->stats_bytes;
+  reg.result_bytes = s->result_bytes;
+  int rc = register_stack(c, o, &reg, fds, 2, s, &reply);
+  if (reply != NULL)
+    dashpb__envelope__free_unpacked(reply, NULL);
+  return rc;
+}
+
+static void close_fds(const int fds[2]) {
+  /* The daemon holds its own copies of the fds now; the mappings stay. */
+  for (int i = 0; i < 2; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
+}
+
+int dash_stack_create(dash_client *c, const dash_stack_options *o,
+                      dash_stack **out) {
   int fds[2] = {-1, -1};
   dash_stack *s = NULL;
   size_t stats_bytes, result_bytes;
-  void *stats = NULL, *results = NULL;
   int rc;
 
   dash__clear_error();
   if ((rc = stack_new(c, o, out, &s, &stats_bytes, &result_bytes)) < 0)
     return rc;
-  if ((rc = shared_memfd("dash-stats", stats_bytes, &fds[0], &stats)) < 0)
-    goto out;
-  s->stats = stats;
-  if ((rc = shared_memfd("dash-results", result_bytes, &fds[1], &results)) < 0)
-    goto out;
-  s->results = results;
-  reg.transport = DASHPB__TRANSPORT__TRANSPORT_SHM;
-  reg.stats_bytes = stats_bytes;
-  reg.result_bytes = result_bytes;
-  rc = register_stack(c, o, &reg, fds, 2, s, &reply);
-out:
-  /* The daemon holds its own copies of the fds now; the mappings stay. */
-  for (int i = 0; i < 2; i++)
-    if (fds[i] >= 0)
-      close(fds[i]);
-  if (reply != NULL)
-    dashpb__envelope__free_unpacked(reply, NULL);
+  if ((rc = shm_make(s, fds)) == 0)
+    rc = shm_register(c, o, s, fds);
+  close_fds(fds);
   if (rc < 0)
     stack_free(s);
   else
     *out = s;
+  return rc;
+}
+
+/* A CUDA stack for a daemon that computes on the CPU, which cannot open
+ * GPU memory: an SHM stack whose two mappings are page-locked for the
+ * trainer's GPU, so that dash_step() and dash_sync() copy between them
+ * and the trainer's buffers on the trainer's stream. Everything that can
+ * fail here does so before the daemon hears of the stack. */
+static int register_pinned(dash_client *c, const dash_stack_options *o,
+                           dash_stack *s) {
+  struct dash__stack_cuda *g = s->cuda;
+  const struct dash__cuda_ipc *ipc = g->ipc;
+  /* The events stay in this process: their handles go nowhere. */
+  unsigned char unused[DASH_CUDA_IPC_HANDLE_BYTES];
+  int fds[2] = {-1, -1};
+  int rc;
+
+  g->pinned = 1;
+  if ((rc = ipc->mem_check(g->device, g->stats, s->stats_bytes)) < 0 ||
+      (rc = ipc->mem_check(g->device, g->results, s->result_bytes)) < 0 ||
+      (rc = shm_make(s, fds)) < 0)
+    goto out;
+  if ((rc = ipc->host_register(g->device, s->stats, s->stats_bytes)) < 0)
+    goto out;
+  g->locked[0] = s->stats;
+  if ((rc = ipc->host_register(g->device, s->results, s->result_bytes)) < 0)
+    goto out;
+  g->locked[1] = s->results;
+  if ((rc = ipc->event_create(g->device, &g->step_event, unused)) < 0 ||
+      (rc = ipc->event_create(g->device, &g->copy_event, unused)) < 0)
+    goto out;
+  rc = shm_register(c, o, s, fds);
+out:
+  close_fds(fds);
   return rc;
 }
 
@@ -257,6 +323,10 @@ int dash_stack_create_cuda(dash_client *c, const dash_stack_options *o,
   g->device = device;
   g->stats = stats_dev;
   g->results = result_dev;
+  if (strcmp(c->backend, "cpu") == 0) {
+    rc = register_pinned(c, o, s);
+    goto out;
+  }
   uint64_t stats_off, result_off;
   if ((rc = g->ipc->device_uuid(device, uuid, sizeof(uuid))) < 0 ||
       (rc = g->ipc->export_mem(device, stats_dev, stats_bytes, h_stats,
@@ -370,16 +440,30 @@ int dash_step(dash_stack *s, uint64_t step, void *cuda_stream) {
   s->in_flight = 1;
   s->want_step = step;
   int rc = 0;
-  /* The daemon's snapshot copy waits for this record: it comes after
-   * the statistics update the trainer queued on its stream. */
-  if (g != NULL)
+  if (g != NULL && g->pinned) {
+    /* The daemon copies the shared statistics when the Refresh arrives,
+     * so the copy into them must be complete before it is sent: the CPU
+     * waits for it, and so for the trainer's work queued before it. The
+     * trainer's later writes to its own buffer are then free. */
+    const struct dash__cuda_ipc *ipc = g->ipc;
+    rc = ipc->copy_on(g->device, s->stats, g->stats, s->stats_bytes,
+                      cuda_stream);
+    if (rc == 0)
+      rc = ipc->event_record(g->device, g->step_event, cuda_stream);
+    if (rc == 0)
+      rc = ipc->event_sync(g->device, g->step_event);
+  } else if (g != NULL) {
+    /* The daemon's snapshot copy waits for this record: it comes after
+     * the statistics update the trainer queued on its stream. */
     rc = g->ipc->event_record(g->device, g->step_event, cuda_stream);
+  }
   if (rc == 0)
     rc = dash__client_request_locked(c, &req, NULL, 0, &reply);
-  /* The daemon recorded its snapshot event before replying: the
-   * trainer's next statistics update waits for the copy on the GPU. */
   if (rc == 0 && g != NULL) {
-    rc = g->ipc->stream_wait(g->device, cuda_stream, g->snapshot_event);
+    /* The daemon recorded its snapshot event before replying: the
+     * trainer's next statistics update waits for the copy on the GPU. */
+    if (!g->pinned)
+      rc = g->ipc->stream_wait(g->device, cuda_stream, g->snapshot_event);
     g->stream = cuda_stream;
   }
   if (rc < 0 && s->in_flight && s->want_step == step) {
@@ -437,7 +521,7 @@ static int adopt(dash_stack *s) {
   Dashpb__Envelope req = DASHPB__ENVELOPE__INIT;
   Dashpb__Sync sync = DASHPB__SYNC__INIT;
   Dashpb__Envelope *reply = NULL;
-  int rc;
+  int rc = 0;
 
   sync.stack_id = s->id;
   req.body_case = DASHPB__ENVELOPE__BODY_SYNC;
@@ -445,12 +529,19 @@ static int adopt(dash_stack *s) {
   /* Without this, a daemon that adopts nothing for a pushed generation
    * would cost a round trip on every later dash_sync(s, 0, ...). */
   s->synced_generation = s->pushed_generation;
-  /* A CUDA stack's trainer may still have kernels queued that read the
-   * slot it holds: the daemon writes that slot, once this Sync lets go
-   * of it, only after this record. */
   struct dash__stack_cuda *g = s->cuda;
-  if (g != NULL &&
-      (rc = g->ipc->event_record(g->device, g->release_event, g->stream)) < 0)
+  if (g != NULL && g->pinned) {
+    /* The daemon may write the shared slot held once this Sync lets go
+     * of it: the copy out of it must be complete (it usually is long
+     * since). */
+    rc = g->ipc->event_sync(g->device, g->copy_event);
+  } else if (g != NULL) {
+    /* A CUDA stack's trainer may still have kernels queued that read the
+     * slot it holds: the daemon writes that slot, once this Sync lets go
+     * of it, only after this record. */
+    rc = g->ipc->event_record(g->device, g->release_event, g->stream);
+  }
+  if (rc < 0)
     goto out;
   if ((rc = dash__client_request_locked(s->c, &req, NULL, 0, &reply)) < 0)
     goto out;
@@ -480,15 +571,26 @@ static int adopt(dash_stack *s) {
                     h->slot);
     goto out;
   }
-  if (g != NULL) {
+  size_t at = (size_t)h->slot * s->n * s->b * s->b;
+  if (g != NULL && g->pinned) {
+    /* The daemon wrote the shared slot before its RefreshDone. The copy
+     * goes to the device slot of the same number; queued on the stream
+     * of the last dash_step(), it comes after the kernels queued there
+     * that may still read what that slot held before. */
+    if ((rc = g->ipc->copy_on(g->device, g->results + at, s->results + at,
+                              s->stats_bytes, g->stream)) < 0 ||
+        (rc = g->ipc->event_record(g->device, g->copy_event, g->stream)) < 0)
+      goto out;
+    s->held = g->results + at;
+  } else if (g != NULL) {
     /* The daemon recorded the slot's event after writing it and before
      * its RefreshDone: kernels queued from now on see it complete. */
     if ((rc = g->ipc->stream_wait(g->device, g->stream,
                                   g->result_event[h->slot])) < 0)
       goto out;
-    s->held = g->results + (size_t)h->slot * s->n * s->b * s->b;
+    s->held = g->results + at;
   } else {
-    s->held = s->results + (size_t)h->slot * s->n * s->b * s->b;
+    s->held = s->results + at;
   }
   memset(&s->held_info, 0, sizeof(s->held_info));
   s->held_info.generation = h->generation;

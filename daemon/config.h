@@ -19,8 +19,12 @@ struct dashd_config {
   /* The GPU of backend cuda: "" (CUDA's first visible device), an
    * ordinal, or GPU-UUID as nvidia-smi prints it. */
   char device[64];
-  /* The CUDA stream's priority on the GPU: 0 "low" (default: the
-   * trainers' kernels on the same GPU go first) or 1 "high". */
+  /* The CUDA streams' priority on the GPU: 0 "low" (default) or 1
+   * "high". Priorities order the streams of one CUDA context (or of the
+   * clients of one MPS server); "low" is CUDA's lowest, which is also
+   * what streams made without a priority get, so a trainer's kernels go
+   * first where it makes its streams at a higher priority. Processes
+   * without MPS take turns on the GPU whatever their priorities. */
   int stream_priority;
   /* "" (off, the default) or HOST:PORT of the HTTP /metrics endpoint. */
   char metrics_listen[64];

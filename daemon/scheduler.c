@@ -56,7 +56,8 @@ static void run_job(struct dashd_sched *s, struct dashd_job *job) {
     const struct dash__cuda_plugin *p = dash__cuda_load_plugin(NULL);
     job->rc = 0;
     if (s->stream == NULL)
-      job->rc = p->ipc->stream_create(0, &s->stream);
+      job->rc =
+          p->ipc->stream_create(s->srv->cfg.stream_priority != 0, &s->stream);
     if (job->rc == 0)
       job->rc = dashd__cuda_run(job, s->stream);
   } else {

@@ -75,7 +75,7 @@ void dash__cuda_plan_free(struct dash_roots_plan *plan);
 
 /* The plugin's interface, versioned: the loader refuses a plugin of
  * another ABI or one built with other struct layouts. */
-#define DASH_CUDA_PLUGIN_ABI 4
+#define DASH_CUDA_PLUGIN_ABI 5
 #define DASH_CUDA_PLUGIN_SYMBOL "dash_cuda_plugin_entry"
 
 /* What the loader gives the plugin. */
@@ -146,6 +146,28 @@ struct dash__cuda_ipc {
   /* Queues a copy of bytes between any two device pointers (of this or a
    * peer GPU) on stream. */
   int (*copy)(void *dst, const void *src, size_t bytes, void *stream);
+
+  /* Pinned SHM, the client's side: a GPU trainer's stack served by a
+   * daemon that computes on the CPU, through host memory that both
+   * processes map. */
+  /* Page-locks [p, p + bytes) of host memory (cudaHostRegister, portable:
+   * for every device of the process), with `device` current. */
+  int (*host_register)(int device, void *p, size_t bytes);
+  /* Undoes host_register of the range that starts at p; `device` is
+   * current while it does (-1: the current one). */
+  int (*host_unregister)(int device, void *p);
+  /* Queues a copy of bytes between device memory and page-locked host
+   * memory, either way, on stream (NULL: the legacy default stream) of
+   * `device` (-1: the current one); the CPU goes on. */
+  int (*copy_on)(int device, void *dst, const void *src, size_t bytes,
+                 void *stream);
+  /* Waits on the CPU until the newest record of event is complete (at
+   * once when it was never recorded); `device` as for host_unregister. */
+  int (*event_sync)(int device, void *event);
+  /* What export_mem checks, without exporting: DASH_E_BAD_MEMORY unless
+   * [ptr, ptr + bytes) lies in one allocation of `device`. No IPC handle
+   * is made, so the memory need not be one that CUDA IPC can share. */
+  int (*mem_check)(int device, const void *ptr, size_t bytes);
 };
 
 /* dash-bench's device helpers, as tools/bench_cuda.h declares them: the

@@ -6,10 +6,17 @@
  * the exporter's fd, which the importer reopens through /proc. Everything
  * runs synchronously, so every recorded event is complete at once.
  *
+ * Host memory page-locked with host_register (pinned SHM: a GPU
+ * trainer's stack served by a daemon that computes on the CPU) is
+ * recorded, so that copies to and from it can be told from copies of
+ * memory nobody page-locked.
+ *
  * Where the simulation can check what the CUDA runtime would refuse, it
  * refuses: memory that is not the device's, a handle opened in the process
- * that exported it, a handle whose allocation is gone; and, stricter than
- * CUDA, a second open of one allocation in one process. Never installed. */
+ * that exported it, a handle whose allocation is gone, host memory
+ * registered twice or not mapped; and, stricter than CUDA, a second open
+ * of one allocation in one process and a stream copy of host memory that
+ * is not page-locked. Never installed. */
 #define _GNU_SOURCE
 
 #include <errno.h>
@@ -75,6 +82,13 @@ struct sim_stream {
   int high;
 };
 
+/* Host memory page-locked by host_register. */
+struct sim_host {
+  struct sim_host *next;
+  uintptr_t base;
+  size_t size;
+};
+
 /* Set once, by the loader's one call of the entry point. */
 static const struct dash__cuda_host *g_host;
 
@@ -85,6 +99,7 @@ static struct sim_alloc *g_allocs;
 static struct sim_map *g_maps;
 static struct sim_event *g_events;
 static struct sim_stream *g_streams;
+static struct sim_host *g_hosts;
 static uint64_t g_next_id = 1;
 
 /* The last failure on this thread, for tools->error(). */
@@ -148,6 +163,34 @@ static int map_holds(uintptr_t p, size_t bytes) {
     if (p >= base && p - base < m->size && bytes <= m->size - (p - base))
       return 1;
   }
+  return 0;
+}
+
+/* The registration that holds all of [p, p + bytes), or NULL. */
+static struct sim_host *host_holding(uintptr_t p, size_t bytes) {
+  for (struct sim_host *h = g_hosts; h != NULL; h = h->next)
+    if (p >= h->base && p - h->base < h->size &&
+        bytes <= h->size - (p - h->base))
+      return h;
+  return NULL;
+}
+
+/* Non-zero when [p, p + bytes) shares a byte with a registration. */
+static int host_overlaps(uintptr_t p, size_t bytes) {
+  for (struct sim_host *h = g_hosts; h != NULL; h = h->next)
+    if (p < h->base + h->size && h->base < p + bytes)
+      return 1;
+  return 0;
+}
+
+/* Non-zero when [p, p + bytes) shares a byte with device memory. */
+static int device_overlaps(uintptr_t p, size_t bytes) {
+  for (struct sim_alloc *a = g_allocs; a != NULL; a = a->next)
+    if (p < (uintptr_t)a->base + a->size && (uintptr_t)a->base < p + bytes)
+      return 1;
+  for (struct sim_map *m = g_maps; m != NULL; m = m->next)
+    if (p < (uintptr_t)m->base + m->size && (uintptr_t)m->base < p + bytes)
+      return 1;
   return 0;
 }
 
@@ -638,6 +681,135 @@ static int sim_copy(void *dst, const void *src, size_t bytes, void *stream) {
   return 0;
 }
 
+/* Pinned SHM: host memory page-locked for the device. */
+
+static int sim_host_register(int device, void *p, size_t bytes) {
+  int rc;
+  uintptr_t at = (uintptr_t)p;
+  long page = sysconf(_SC_PAGESIZE);
+  if ((rc = check_device(device)) < 0)
+    return rc;
+  if (p == NULL || bytes == 0 || bytes > UINTPTR_MAX - at)
+    return sim_fail(DASH_E_CUDA,
+                    "cudaHostRegister(%p, %zu bytes): invalid argument", p,
+                    bytes);
+  /* What CUDA pins must be mapped here: msync says whether every page
+   * of the range is. */
+  uintptr_t first = at - at % (uintptr_t)page;
+  if (msync((void *)first, bytes + (at - first), MS_ASYNC) < 0)
+    return sim_fail(DASH_E_CUDA,
+                    "cudaHostRegister(%p, %zu bytes): the range is not "
+                    "mapped (%s)",
+                    p, bytes, strerror(errno));
+  struct sim_host *h = calloc(1, sizeof(*h));
+  if (h == NULL)
+    return sim_fail(DASH_E_NOMEM, "host registration");
+  h->base = at;
+  h->size = bytes;
+  pthread_mutex_lock(&g_lock);
+  int device_mem = device_overlaps(at, bytes);
+  int twice = !device_mem && host_overlaps(at, bytes);
+  if (!device_mem && !twice) {
+    h->next = g_hosts;
+    g_hosts = h;
+  }
+  pthread_mutex_unlock(&g_lock);
+  if (device_mem || twice) {
+    free(h);
+    const char *why = device_mem ? "the range is memory of the simulated "
+                                   "GPU, not host memory"
+                                 : "part of the range is registered already "
+                                   "(cudaErrorHostMemoryAlreadyRegistered)";
+    return sim_fail(DASH_E_CUDA, "cudaHostRegister(%p, %zu bytes): %s", p,
+                    bytes, why);
+  }
+  return 0;
+}
+
+static int sim_host_unregister(int device, void *p) {
+  int rc;
+  struct sim_host *h = NULL;
+  if ((rc = check_device(device)) < 0)
+    return rc;
+  pthread_mutex_lock(&g_lock);
+  for (struct sim_host **pp = &g_hosts; *pp != NULL; pp = &(*pp)->next) {
+    if ((*pp)->base == (uintptr_t)p) {
+      h = *pp;
+      *pp = h->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  if (h == NULL)
+    return sim_fail(DASH_E_CUDA,
+                    "cudaHostUnregister(%p): no registration starts there "
+                    "(cudaErrorHostMemoryNotRegistered)",
+                    p);
+  free(h);
+  return 0;
+}
+
+/* 0 when [p, p + bytes) is device memory or lies in one registration.
+ * Stricter than CUDA, which copies pageable memory too, but then stages
+ * it and may return only once the copy is done: tests catch a client
+ * that forgot to page-lock. */
+static int check_copy_memory(const char *what, const void *p, size_t bytes) {
+  pthread_mutex_lock(&g_lock);
+  int ok = p != NULL && (alloc_holding((uintptr_t)p, bytes) != NULL ||
+                         map_holds((uintptr_t)p, bytes) ||
+                         host_holding((uintptr_t)p, bytes) != NULL);
+  pthread_mutex_unlock(&g_lock);
+  if (!ok)
+    return sim_fail(DASH_E_CUDA,
+                    "%s [%p, +%zu bytes) is neither memory of the simulated "
+                    "GPU nor page-locked host memory",
+                    what, p, bytes);
+  return 0;
+}
+
+static int sim_copy_on(int device, void *dst, const void *src, size_t bytes,
+                       void *stream) {
+  int rc;
+  if ((rc = check_device(device)) < 0 || (rc = check_stream(stream)) < 0)
+    return rc;
+  if (bytes == 0)
+    return 0;
+  if ((rc = check_copy_memory("copy source", src, bytes)) < 0 ||
+      (rc = check_copy_memory("copy destination", dst, bytes)) < 0)
+    return rc;
+  memmove(dst, src, bytes);
+  return 0;
+}
+
+static int sim_event_sync(int device, void *event) {
+  int rc;
+  if ((rc = check_device(device)) < 0)
+    return rc;
+  pthread_mutex_lock(&g_lock);
+  int ok = event_known(event) != NULL;
+  pthread_mutex_unlock(&g_lock);
+  return ok ? 0 : not_ours("event", event);
+}
+
+static int sim_mem_check(int device, const void *ptr, size_t bytes) {
+  if (device < 0)
+    return sim_fail(DASH_E_INVALID, "check of %p: no device given", ptr);
+  if (device != 0)
+    return no_such_device(device);
+  pthread_mutex_lock(&g_lock);
+  /* An empty range still names the byte it starts at. */
+  size_t span = bytes ? bytes : 1;
+  int ok = ptr != NULL && (alloc_holding((uintptr_t)ptr, span) != NULL ||
+                           map_holds((uintptr_t)ptr, span));
+  pthread_mutex_unlock(&g_lock);
+  if (!ok)
+    return sim_fail(DASH_E_BAD_MEMORY,
+                    "[%p, +%zu bytes) is not memory of device 0 (or leaves "
+                    "its allocation)",
+                    ptr, bytes);
+  return 0;
+}
+
 /* dash-bench's helpers. */
 
 static const char *sim_tools_error(void) {
@@ -707,6 +879,11 @@ static const struct dash__cuda_ipc kIpc = {
     .alloc = sim_alloc,
     .free = sim_free,
     .copy = sim_copy,
+    .host_register = sim_host_register,
+    .host_unregister = sim_host_unregister,
+    .copy_on = sim_copy_on,
+    .event_sync = sim_event_sync,
+    .mem_check = sim_mem_check,
 };
 
 static const struct dash__cuda_plugin kPlugin = {

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -530,6 +531,130 @@ START_TEST(test_cuda_sim_copies_between_device_buffers_only) {
 }
 END_TEST
 
+START_TEST(test_cuda_sim_registers_host_memory_once) {
+  const struct dash__cuda_ipc *x = ipc();
+  long page = sysconf(_SC_PAGESIZE);
+  size_t len = 4 * (size_t)page;
+  unsigned char *h = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ck_assert_ptr_ne(h, MAP_FAILED);
+  unsigned char *dev = dev_alloc(256);
+
+  ck_assert_int_eq(x->host_register(0, h, len), 0);
+  /* Once: the whole range, a piece of it, or a range reaching into it. */
+  ck_assert_int_eq(x->host_register(0, h, len), DASH_E_CUDA);
+  ck_assert_int_eq(x->host_register(-1, h + 100, 10), DASH_E_CUDA);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "registered already"));
+  /* Only where a registration starts. */
+  ck_assert_int_eq(x->host_unregister(0, h + 1), DASH_E_CUDA);
+  ck_assert_int_eq(x->host_unregister(0, h), 0);
+  ck_assert_int_eq(x->host_unregister(0, h), DASH_E_CUDA);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "NotRegistered"));
+  /* Two neighbours, not overlapping, at any alignment. */
+  ck_assert_int_eq(x->host_register(0, h + 3, (size_t)page), 0);
+  ck_assert_int_eq(x->host_register(-1, h + 3 + page, 5), 0);
+  ck_assert_int_eq(x->host_unregister(-1, h + 3), 0);
+  ck_assert_int_eq(x->host_unregister(0, h + 3 + page), 0);
+
+  /* Host memory only, and mapped. */
+  ck_assert_int_eq(x->host_register(0, dev + 16, 16), DASH_E_CUDA);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "not host memory"));
+  ck_assert_int_eq(x->host_register(0, NULL, 16), DASH_E_CUDA);
+  ck_assert_int_eq(x->host_register(0, h, 0), DASH_E_CUDA);
+  ck_assert_int_eq(x->host_register(1, h, len), DASH_E_CUDA);
+  ck_assert_int_eq(x->host_unregister(1, h), DASH_E_CUDA);
+  ck_assert_int_eq(munmap(h + 2 * page, 2 * (size_t)page), 0);
+  ck_assert_int_eq(x->host_register(0, h + page, 2 * (size_t)page),
+                   DASH_E_CUDA);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "not mapped"));
+  ck_assert_int_eq(x->host_register(0, h, 2 * (size_t)page), 0);
+  ck_assert_int_eq(x->host_unregister(0, h), 0);
+  munmap(h, 2 * (size_t)page);
+  x->free(dev);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_copies_on_a_stream_with_page_locked_host_memory) {
+  const struct dash__cuda_ipc *x = ipc();
+  float *dev = dev_alloc(64 * sizeof(float));
+  float *pinned = calloc(64, sizeof(float));
+  float *pageable = calloc(64, sizeof(float));
+  void *stream = NULL, *event = NULL;
+  unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES];
+  int not_ours = 0;
+  ck_assert_ptr_nonnull(pinned);
+  ck_assert_ptr_nonnull(pageable);
+  ck_assert_int_eq(x->stream_create(0, &stream), 0);
+  ck_assert_int_eq(x->event_create(0, &event, h), 0);
+  ck_assert_int_eq(x->host_register(0, pinned, 64 * sizeof(float)), 0);
+  for (int i = 0; i < 64; i++)
+    dev[i] = (float)i;
+
+  /* Device to host and back, on a stream or the legacy default one. */
+  ck_assert_int_eq(x->copy_on(0, pinned, dev + 8, 32 * sizeof(float), stream),
+                   0);
+  ck_assert_float_eq(pinned[0], 8.0f);
+  ck_assert_float_eq(pinned[31], 39.0f);
+  ck_assert_int_eq(x->copy_on(-1, dev + 32, pinned, 32 * sizeof(float), NULL),
+                   0);
+  ck_assert_float_eq(dev[32], 8.0f);
+  ck_assert_float_eq(dev[63], 39.0f);
+  /* Device to device too, and nothing at all. */
+  ck_assert_int_eq(x->copy_on(0, dev, dev + 32, 4 * sizeof(float), stream), 0);
+  ck_assert_float_eq(dev[3], 11.0f);
+  ck_assert_int_eq(x->copy_on(0, pageable, dev, 0, stream), 0);
+  /* The record after a copy is complete at once. */
+  ck_assert_int_eq(x->event_record(0, event, stream), 0);
+  ck_assert_int_eq(x->event_sync(0, event), 0);
+  ck_assert_int_eq(x->event_sync(-1, event), 0);
+
+  /* Host memory that is not page-locked, or beyond what is. */
+  ck_assert_int_eq(x->copy_on(0, pageable, dev, 16, stream), DASH_E_CUDA);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "page-locked"));
+  ck_assert_int_eq(x->copy_on(0, dev, pageable, 16, stream), DASH_E_CUDA);
+  ck_assert_int_eq(x->copy_on(0, pinned + 60, dev, 8 * sizeof(float), stream),
+                   DASH_E_CUDA);
+  ck_assert_int_eq(x->copy_on(0, dev + 60, pinned, 8 * sizeof(float), stream),
+                   DASH_E_CUDA);
+  /* Streams, events and devices the simulation does not have. */
+  ck_assert_int_eq(x->copy_on(0, pinned, dev, 16, &not_ours), DASH_E_CUDA);
+  ck_assert_int_eq(x->copy_on(1, pinned, dev, 16, stream), DASH_E_CUDA);
+  ck_assert_int_eq(x->event_sync(0, &not_ours), DASH_E_CUDA);
+  ck_assert_int_eq(x->event_sync(0, NULL), DASH_E_CUDA);
+  ck_assert_int_eq(x->event_sync(1, event), DASH_E_CUDA);
+
+  /* Once unregistered, the memory is pageable again. */
+  ck_assert_int_eq(x->host_unregister(0, pinned), 0);
+  ck_assert_int_eq(x->copy_on(0, pinned, dev, 16, stream), DASH_E_CUDA);
+  x->event_destroy(event);
+  x->stream_destroy(stream);
+  x->free(dev);
+  free(pinned);
+  free(pageable);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_checks_device_memory_without_exporting) {
+  const struct dash__cuda_ipc *x = ipc();
+  unsigned char *dev = dev_alloc(256);
+  unsigned char host[16];
+  ck_assert_int_eq(x->mem_check(0, dev, 256), 0);
+  ck_assert_int_eq(x->mem_check(0, dev + 100, 156), 0);
+  ck_assert_int_eq(x->mem_check(0, dev + 256, 0), DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->mem_check(0, dev + 100, 157), DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->mem_check(0, host, sizeof(host)), DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->mem_check(0, NULL, 16), DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->mem_check(1, dev, 16), DASH_E_CUDA);
+  ck_assert_int_eq(x->mem_check(-1, dev, 16), DASH_E_INVALID);
+  /* Page-locked host memory is still not the device's. */
+  ck_assert_int_eq(x->host_register(0, host, sizeof(host)), 0);
+  ck_assert_int_eq(x->mem_check(0, host, sizeof(host)), DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->host_unregister(0, host), 0);
+  x->free(dev);
+  ck_assert_int_eq(x->mem_check(0, dev, 16), DASH_E_BAD_MEMORY);
+}
+END_TEST
+
 START_TEST(test_cuda_sim_tools_move_memory_and_have_no_roofline) {
   const struct dash__cuda_tools *t = sim()->tools;
   float host[8] = {1, 2, 3, 4, 5, 6, 7, 8}, back[8] = {0};
@@ -559,11 +684,15 @@ static void *churn(void *arg) {
     void *p = NULL, *q = NULL, *ev = NULL, *s = NULL;
     unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES];
     uint64_t off;
+    char host[256];
     if (x->alloc(&p, 4096) != 0 || x->alloc(&q, 4096) != 0 ||
         x->stream_create(0, &s) != 0 || x->event_create(0, &ev, h) != 0 ||
         x->export_mem(0, (char *)p + 100, 200, h, &off) != 0 || off != 100 ||
         x->copy(q, p, 4096, s) != 0 || x->event_record(0, ev, s) != 0 ||
-        x->stream_wait(0, s, ev) != 0)
+        x->stream_wait(0, s, ev) != 0 ||
+        x->host_register(0, host, sizeof(host)) != 0 ||
+        x->copy_on(0, host, q, sizeof(host), s) != 0 ||
+        x->event_sync(0, ev) != 0 || x->host_unregister(0, host) != 0)
       return (void *)1;
     x->event_destroy(ev);
     x->stream_destroy(s);
@@ -601,6 +730,10 @@ static Suite *cuda_sim_suite(void) {
   tcase_add_test(tc, test_cuda_sim_shares_memory_with_another_process);
   tcase_add_test(tc, test_cuda_sim_events_record_and_wait_at_once);
   tcase_add_test(tc, test_cuda_sim_copies_between_device_buffers_only);
+  tcase_add_test(tc, test_cuda_sim_registers_host_memory_once);
+  tcase_add_test(tc,
+                 test_cuda_sim_copies_on_a_stream_with_page_locked_host_memory);
+  tcase_add_test(tc, test_cuda_sim_checks_device_memory_without_exporting);
   tcase_add_test(tc, test_cuda_sim_tools_move_memory_and_have_no_roofline);
   tcase_add_test(tc, test_cuda_sim_is_safe_across_threads);
   tcase_set_timeout(tc, TEST_TIMEOUT_S);

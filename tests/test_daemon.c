@@ -2523,35 +2523,147 @@ START_TEST(test_cuda_ipc_rejects_bad_buffers) {
 }
 END_TEST
 
-START_TEST(test_cuda_ipc_cpu_daemon_refuses_cuda_stacks) {
-  const size_t n = 2, b = 8;
+/* A daemon with backend cpu, whatever this run's g_backend: under the
+ * simulation it inherits DASH_CUDA_PLUGIN too, and never uses it. */
+static void cpu_daemon_start(daemon_proc *d, const char *name) {
+  const char *was = g_backend;
+  g_backend = "cpu";
+  daemon_start_named(d, 2, name);
+  g_backend = was;
+}
+
+START_TEST(test_cuda_ipc_cpu_daemon_serves_cuda_stacks_through_pinned_shm) {
+  const size_t n = 4, b = 32, count = n * b * b;
+  const size_t bytes = count * sizeof(float);
+  const int root = 4;
   daemon_proc d;
   dash_client *c;
   dash_stack *s = NULL;
-  const char *was = g_backend;
-  g_backend = "cpu";
-  DAEMON_START(&d, 1);
-  g_backend = was;
+  dash_refresh_info info;
+  void *stream = NULL;
+  cpu_daemon_start(&d, __func__);
   const struct dash__cuda_plugin *p = cuda_plugin();
   cuda_bufs cb;
   cuda_bufs_make(p, &cb, n, b);
-  dash_stack_options o = stack_opts(n, b, DASH_METHOD_EVD, 2);
+  dash_stack_options o = stack_opts(n, b, DASH_METHOD_NEWTON_DB, root);
   DASH_OK(dash_connect(d.sock, &c));
-  DASH_EQ(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s),
-          DASH_E_UNSUPPORTED);
-  ck_assert_ptr_null(s);
-  ck_assert_msg(strstr(client_error(), "backend cpu") != NULL, "%s",
-                client_error());
+
   /* The client's own checks come first. */
   DASH_EQ(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.stats, &s),
           DASH_E_INVALID);
+  ck_assert_ptr_null(s);
   DASH_EQ(dash_stack_create_cuda(c, &o, 0, NULL, cb.results, &s),
           DASH_E_INVALID);
   float host[64];
   DASH_EQ(dash_stack_create_cuda(c, &o, 0, host, cb.results, &s),
           DASH_E_BAD_MEMORY);
+  float *past_end = (float *)((char *)cb.pool + cb.pool_bytes - 2 * bytes + 4);
+  DASH_EQ(dash_stack_create_cuda(c, &o, 0, cb.stats, past_end, &s),
+          DASH_E_BAD_MEMORY);
+  ck_assert_ptr_null(s);
+
+  DASH_OK(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s));
+  ck_assert_ptr_eq(dash_stack_stats(s), cb.stats);
+  ck_assert_ptr_null(dash_stack_result(s));
+  ck_assert_ptr_null(dash_stack_result_cuda(s));
+  DASH_EQ(dash_sync(s, 0, &info), 0); /* nothing asked for yet */
+
+  /* Two refreshes, the first on the legacy default stream, the second on
+   * a stream of the trainer's. Right after each step the trainer
+   * overwrites its statistics with NaN, unordered: dash_step() waited
+   * for the copy to host memory, so the result is still the root of the
+   * statistics of the step (invariant 1). The daemon computes on the
+   * CPU: MATCH_TOL, on the simulation and on a GPU alike. */
+  float *base = xcalloc(count, sizeof(float));
+  float *stats = xcalloc(count, sizeof(float));
+  float *ref = xcalloc(count, sizeof(float));
+  float *got = xcalloc(count, sizeof(float));
+  float *nan_stats = xcalloc(count, sizeof(float));
+  known_blocks(base, n, b, 1, 1.0, 0);
+  for (size_t i = 0; i < count; i++)
+    nan_stats[i] = NAN;
+  ck_assert_int_eq(p->ipc->stream_create(0, &stream), 0);
+  const float *held[3] = {NULL, NULL, NULL};
+  for (uint64_t step = 1; step <= 2; step++) {
+    void *st = step == 1 ? NULL : stream;
+    stats_of_step(stats, base, count, step);
+    dev_put(p, cb.stats, stats, bytes);
+    reference_roots(ref, stats, n, b, &o);
+    DASH_OK(dash_step(s, step, st));
+    dev_put(p, cb.stats, nan_stats, bytes);
+    DASH_EQ(dash_sync(s, -1, &info), 1);
+    const float *res = dash_stack_result_cuda(s);
+    ck_assert_ptr_nonnull(res);
+    ck_assert_ptr_null(dash_stack_result(s));
+    ck_assert_msg(res == cb.results || res == cb.results + count,
+                  "the result %p is not a slot of result_dev %p", (void *)res,
+                  (void *)cb.results);
+    held[step] = res;
+    /* The copy into the slot is queued on the stream of the step. */
+    ck_assert_int_eq(p->ipc->stream_sync(st), 0);
+    dev_get(p, got, res, bytes);
+    double e = 0.0;
+    for (size_t k = 0; k < n; k++) {
+      double ek = rel_fro(got + k * b * b, ref + k * b * b, b * b);
+      ck_assert_msg(ek <= MATCH_TOL,
+                    "step %llu block %zu: %.3g from the in-process root "
+                    "(tolerance %.1g)",
+                    (unsigned long long)step, k, ek, MATCH_TOL);
+      e = ek > e ? ek : e;
+    }
+    fprintf(stderr, "pinned SHM step %llu: vs in-process %.3g\n",
+            (unsigned long long)step, e);
+    ck_assert_uint_eq(info.generation, step);
+    ck_assert_uint_eq(info.step, step);
+    ck_assert_uint_eq(info.blocks_by_status[DASH_BLOCK_OK], n);
+    ck_assert_uint_eq(info.blocks_by_status[DASH_BLOCK_NONFINITE_INPUT], 0);
+  }
+  /* The daemon never writes the slot held, so the second result went to
+   * the other slot of result_dev too: its copy did not overwrite the
+   * first result while the trainer held it. */
+  ck_assert_ptr_ne(held[1], held[2]);
+  ck_assert_ptr_eq(dash_stack_stats(s), cb.stats);
+
+  DASH_EQ(dash_stack_destroy(s), 0);
+  p->ipc->stream_destroy(stream);
+  check_daemon_serves(&d);
   dash_disconnect(c);
   p->ipc->free(cb.pool);
+  free(base);
+  free(stats);
+  free(ref);
+  free(got);
+  free(nan_stats);
+  daemon_stop(&d);
+}
+END_TEST
+
+START_TEST(test_cuda_ipc_pinned_stack_destroyed_mid_refresh) {
+  daemon_proc d;
+  dash_client *c;
+  cpu_daemon_start(&d, __func__);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  dash_stack_options o = busy_opts(2, 10);
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, o.num_blocks, o.block_size);
+  DASH_OK(dash_connect(d.sock, &c));
+  /* Twice: the first stack's pages are no longer page-locked once it is
+   * destroyed, so that the second may lock what it maps, whatever the
+   * addresses (the simulation refuses a range locked twice). */
+  for (int round = 0; round < 2; round++) {
+    dash_stack *s;
+    dash_refresh_info info;
+    DASH_OK(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s));
+    DASH_OK(dash_step(s, 1, NULL));
+    DASH_EQ(dash_sync(s, 0, &info), 0);
+    ck_assert_int_ne(info.in_flight, 0);
+    /* Destroyed while the daemon computes from its own snapshot: the
+     * trainer may free its buffers as soon as this returns. */
+    DASH_EQ(dash_stack_destroy(s), 0);
+  }
+  p->ipc->free(cb.pool);
+  check_daemon_serves(&d);
+  dash_disconnect(c);
   daemon_stop(&d);
 }
 END_TEST
@@ -2704,7 +2816,9 @@ static Suite *daemon_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_cuda_ipc_matches_in_process_roots);
     tcase_add_test(tc, test_cuda_ipc_rejects_bad_buffers);
-    tcase_add_test(tc, test_cuda_ipc_cpu_daemon_refuses_cuda_stacks);
+    tcase_add_test(
+        tc, test_cuda_ipc_cpu_daemon_serves_cuda_stacks_through_pinned_shm);
+    tcase_add_test(tc, test_cuda_ipc_pinned_stack_destroyed_mid_refresh);
     tcase_add_test(tc, test_cuda_ipc_trainer_death_frees_only_its_stacks);
     tcase_add_test(tc, test_cuda_ipc_unregister_waits_for_the_daemon);
     suite_add_tcase(s, tc);

@@ -120,25 +120,35 @@ DASH_API int dash_stack_create(dash_client *c, const dash_stack_options *o,
                                dash_stack **out);
 
 /**
- * Creates a stack on a GPU trainer's own memory (the CUDA_IPC transport):
- * the daemon opens the two buffers through CUDA IPC handles and computes
- * on its own stream, so the statistics never pass through the host, and
- * the hand-over is ordered on the trainer's stream with interprocess
- * events, never by waiting on the CPU (see dash_step() and dash_sync()).
- * Needs a daemon computing on a GPU (backend cuda) that can reach
- * `device`: the same GPU, or a peer of the GPU of its `--device`.
+ * Creates a stack on a GPU trainer's own memory. Which transport it uses
+ * depends on the daemon's backend (what dash_connect() learnt):
+ * - backend cuda (CUDA_IPC): the daemon opens the two buffers through
+ *   CUDA IPC handles and computes on its own stream, so the statistics
+ *   never pass through the host, and the hand-over is ordered on the
+ *   trainer's stream with interprocess events, never by waiting on the
+ *   CPU (see dash_step() and dash_sync()). The daemon's GPU must reach
+ *   `device`: the same GPU, or a peer of the GPU of its `--device`.
+ * - backend cpu (pinned SHM): libdash makes the shared memory that
+ *   dash_stack_create() makes, page-locks it for `device`, and copies
+ *   between it and the two buffers on the trainer's stream: the
+ *   statistics into it at dash_step(), which waits on the CPU for that
+ *   copy, and each adopted result out of it into result_dev at
+ *   dash_sync().
  * @param device      the CUDA ordinal, in this process, of the GPU that
  *                    holds both buffers.
  * @param stats_dev   N·B·B floats the trainer writes its statistics to.
  * @param result_dev  2·N·B·B floats: the two result slots, written by the
- *                    daemon only.
+ *                    daemon (CUDA_IPC) or by libdash's copies (pinned
+ *                    SHM) only.
  * Both buffers may be pieces of larger allocations (PyTorch's caching
  * allocator); they must stay allocated until dash_stack_destroy().
  * @return 0; ::DASH_E_INVALID; ::DASH_E_BAD_MEMORY when a buffer is not
  *         memory of that device; ::DASH_E_NO_DEVICE without a usable CUDA
- *         runtime here; ::DASH_E_UNSUPPORTED when the daemon does not
- *         compute on a GPU it can share memory with; ::DASH_E_LIMIT;
- *         ::DASH_E_DISCONNECTED.
+ *         runtime here; ::DASH_E_CUDA when a CUDA call fails (the
+ *         host memory cannot be page-locked, an unknown device);
+ *         ::DASH_E_UNSUPPORTED when the daemon computes on a GPU it
+ *         cannot share memory with; ::DASH_E_LIMIT;
+ *         ::DASH_E_TOO_LARGE; ::DASH_E_DISCONNECTED; ::DASH_E_NOMEM.
  */
 DASH_API int dash_stack_create_cuda(dash_client *c, const dash_stack_options *o,
                                     int device, float *stats_dev,
@@ -164,12 +174,20 @@ DASH_API float *dash_stack_stats(dash_stack *s);
  * work queued so far on cuda_stream, and work queued on cuda_stream after
  * this call waits for the copy; the CPU waits for neither, only for the
  * daemon's reply (one socket round trip).
+ * A CUDA stack on pinned SHM (a daemon with backend cpu) is the
+ * exception, the one place where the CPU waits for the trainer's GPU
+ * work: the copy of the statistics to host memory is queued on
+ * cuda_stream, and this call waits until it is complete, and so for all
+ * the work queued on cuda_stream before it, since the daemon takes its
+ * snapshot from host memory as the request arrives. Writes to the
+ * statistics queued after this call need no ordering at all.
  * @param step         the trainer's step, reported back with the result.
  * @param cuda_stream  NULL for host stacks; for a CUDA stack the trainer's
  *                     cudaStream_t (NULL: the legacy default stream),
  *                     which dash_sync() then also orders its hand-over on.
  * @return 0; ::DASH_E_DISCONNECTED; ::DASH_E_NOT_FOUND; ::DASH_E_INVALID
- *         for a stream given with a host stack.
+ *         for a stream given with a host stack; ::DASH_E_CUDA or
+ *         ::DASH_E_DEVICE_LOST when a CUDA call on cuda_stream fails.
  */
 DASH_API int dash_step(dash_stack *s, uint64_t step, void *cuda_stream);
 
@@ -185,7 +203,12 @@ DASH_API int dash_step(dash_stack *s, uint64_t step, void *cuda_stream);
  * For a CUDA stack, kernels queued on the stream of the last dash_step()
  * before this call may still read the slot held before; those queued
  * after a call that returns 1 see the adopted slot complete. Neither
- * waits on the CPU.
+ * waits on the CPU. On pinned SHM (a daemon with backend cpu), adopting
+ * queues the copy of the result from host memory into its slot of
+ * result_dev on that stream; the next call that asks the daemon for a
+ * newer result first waits on the CPU until that copy alone is complete
+ * (it usually is long since), because the daemon may then write the
+ * host memory it was copied from.
  * @return 1 when a newer result was adopted; 0 when none was (nothing
  *         newer yet, or the wait timed out); < 0 on error.
  */

@@ -189,8 +189,11 @@ typedef struct dash_roots_options {
   /** Seed of the power-iteration start vectors. Default 0x5eed. */
   uint64_t seed;
   /** CUDA: the priority of the plan's stream among the device's streams:
-   *  0 the lowest, so that a trainer's own kernels on the same GPU run
-   *  first (DESIGN.md); 1 the highest. The CPU backend ignores it.
+   *  0 the lowest (CUDA's default priority too), 1 the highest. It orders
+   *  streams of one CUDA context or of one MPS server's clients: there a
+   *  trainer's streams made at a higher priority run first. Separate
+   *  processes without MPS take turns on the GPU whatever the
+   *  priorities. The CPU backend ignores it.
    *  Default 0. Since version 2: a version-1 struct, which ends before
    *  this field, is read as far as it goes and gets the default here. */
   int stream_priority;

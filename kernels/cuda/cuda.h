@@ -70,6 +70,12 @@ int dash__cuda_ipc_stream_sync(void *stream);
 int dash__cuda_ipc_alloc(void **ptr, size_t bytes);
 void dash__cuda_ipc_free(void *ptr);
 int dash__cuda_ipc_copy(void *dst, const void *src, size_t bytes, void *stream);
+int dash__cuda_ipc_host_register(int device, void *p, size_t bytes);
+int dash__cuda_ipc_host_unregister(int device, void *p);
+int dash__cuda_ipc_copy_on(int device, void *dst, const void *src, size_t bytes,
+                           void *stream);
+int dash__cuda_ipc_event_sync(int device, void *event);
+int dash__cuda_ipc_mem_check(int device, const void *ptr, size_t bytes);
 
 /* Runs x; on failure stores the status in the enclosing function's `rc`
  * and jumps to its `out` label. */

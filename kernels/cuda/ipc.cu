@@ -161,20 +161,14 @@ static const char *memory_kind(const cudaPointerAttributes *at) {
   }
 }
 
-int dash__cuda_ipc_export_mem(int device, const void *ptr, size_t bytes,
-                              unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
-                              uint64_t *offset) {
+/* With `device` current: DASH_E_BAD_MEMORY unless [ptr, ptr + bytes) is
+ * memory of that device inside one allocation, whose base is *base. */
+static int device_range(int device, const void *ptr, size_t bytes,
+                        uintptr_t *base) {
   int rc = 0;
-  struct saved_ctx saved = {0, NULL};
   cudaPointerAttributes at;
-  cudaIpcMemHandle_t h;
-  uintptr_t base = 0, p = (uintptr_t)ptr;
+  uintptr_t b = 0, p = (uintptr_t)ptr;
   size_t size = 0;
-  cudaError_t e;
-  if (device < 0)
-    return dash__fail(DASH_E_INVALID, "export of %p: no device given", ptr);
-  if ((rc = enter(device, &saved)) < 0)
-    goto out;
   memset(&at, 0, sizeof(at));
   DASH_CUDA_TRY(cudaPointerGetAttributes(&at, ptr));
   if (at.type == cudaMemoryTypeDevice && at.device != device) {
@@ -187,17 +181,35 @@ int dash__cuda_ipc_export_mem(int device, const void *ptr, size_t bytes,
                     memory_kind(&at), device);
     goto out;
   }
-  if ((rc = address_range(ptr, &base, &size)) < 0)
+  if ((rc = address_range(ptr, &b, &size)) < 0)
     goto out;
-  /* p - base <= size holds for any pointer the driver placed in the
+  /* p - b <= size holds for any pointer the driver placed in the
    * allocation; bytes is the caller's and is checked without a sum. */
-  if (p < base || p - base > size || bytes > size - (p - base)) {
+  if (p < b || p - b > size || bytes > size - (p - b)) {
     rc = dash__fail(DASH_E_BAD_MEMORY,
                     "%zu bytes at %p leave their allocation (%zu bytes at "
                     "0x%llx)",
-                    bytes, ptr, size, (unsigned long long)base);
+                    bytes, ptr, size, (unsigned long long)b);
     goto out;
   }
+  *base = b;
+out:
+  return rc;
+}
+
+int dash__cuda_ipc_export_mem(int device, const void *ptr, size_t bytes,
+                              unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
+                              uint64_t *offset) {
+  int rc = 0;
+  struct saved_ctx saved = {0, NULL};
+  cudaIpcMemHandle_t h;
+  uintptr_t base = 0;
+  cudaError_t e;
+  if (device < 0)
+    return dash__fail(DASH_E_INVALID, "export of %p: no device given", ptr);
+  if ((rc = enter(device, &saved)) < 0 ||
+      (rc = device_range(device, ptr, bytes, &base)) < 0)
+    goto out;
   /* Legacy IPC exports whole cudaMalloc allocations only, by their base. */
   e = cudaIpcGetMemHandle(&h, (void *)base);
   if (e != cudaSuccess) {
@@ -208,7 +220,7 @@ int dash__cuda_ipc_export_mem(int device, const void *ptr, size_t bytes,
     goto out;
   }
   memcpy(handle, &h, sizeof(h));
-  *offset = (uint64_t)(p - base);
+  *offset = (uint64_t)((uintptr_t)ptr - base);
 out:
   leave(&saved);
   return rc;
@@ -237,9 +249,11 @@ int dash__cuda_ipc_event_create(
   *event = NULL;
   if ((rc = enter(device, &saved)) < 0)
     goto out;
-  /* Interprocess events must not time. */
-  DASH_CUDA_TRY(cudaEventCreateWithFlags(
-      &ev, cudaEventDisableTiming | cudaEventInterprocess));
+  /* Interprocess events must not time; a host that waits for one (the
+   * pinned path's dash_step) sleeps instead of spinning a core. */
+  DASH_CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming |
+                                                  cudaEventInterprocess |
+                                                  cudaEventBlockingSync));
   DASH_CUDA_TRY(cudaIpcGetEventHandle(&h, ev));
   memcpy(handle, &h, sizeof(h));
   *event = ev;
@@ -386,5 +400,70 @@ int dash__cuda_ipc_copy(void *dst, const void *src, size_t bytes,
    * peers included. */
   DASH_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s));
 out:
+  return rc;
+}
+
+int dash__cuda_ipc_host_register(int device, void *p, size_t bytes) {
+  int rc = 0;
+  struct saved_ctx saved = {0, NULL};
+  if ((rc = enter(device, &saved)) < 0)
+    goto out;
+  /* Portable: page-locked for the contexts of every device, not only for
+   * the one current here, as the trainer may copy from any of them. */
+  DASH_CUDA_TRY(cudaHostRegister(p, bytes, cudaHostRegisterPortable));
+out:
+  leave(&saved);
+  return rc;
+}
+
+int dash__cuda_ipc_host_unregister(int device, void *p) {
+  int rc = 0;
+  struct saved_ctx saved = {0, NULL};
+  if ((rc = enter(device, &saved)) < 0)
+    goto out;
+  DASH_CUDA_TRY(cudaHostUnregister(p));
+out:
+  leave(&saved);
+  return rc;
+}
+
+int dash__cuda_ipc_copy_on(int device, void *dst, const void *src, size_t bytes,
+                           void *stream) {
+  int rc = 0;
+  struct saved_ctx saved = {0, NULL};
+  cudaStream_t s = (cudaStream_t)stream;
+  /* The stream belongs to `device`, and the legacy default stream (NULL)
+   * is the current device's: the device must be current. */
+  if ((rc = enter(device, &saved)) < 0)
+    goto out;
+  DASH_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s));
+out:
+  leave(&saved);
+  return rc;
+}
+
+int dash__cuda_ipc_event_sync(int device, void *event) {
+  int rc = 0;
+  struct saved_ctx saved = {0, NULL};
+  cudaEvent_t ev = (cudaEvent_t)event;
+  if ((rc = enter(device, &saved)) < 0)
+    goto out;
+  DASH_CUDA_TRY(cudaEventSynchronize(ev));
+out:
+  leave(&saved);
+  return rc;
+}
+
+int dash__cuda_ipc_mem_check(int device, const void *ptr, size_t bytes) {
+  int rc = 0;
+  struct saved_ctx saved = {0, NULL};
+  uintptr_t base = 0;
+  if (device < 0)
+    return dash__fail(DASH_E_INVALID, "check of %p: no device given", ptr);
+  if ((rc = enter(device, &saved)) < 0)
+    goto out;
+  rc = device_range(device, ptr, bytes, &base);
+out:
+  leave(&saved);
   return rc;
 }

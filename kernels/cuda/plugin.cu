@@ -49,7 +49,12 @@ static const struct dash__cuda_ipc kIpc = {dash__cuda_ipc_export_mem,
                                            dash__cuda_ipc_stream_sync,
                                            dash__cuda_ipc_alloc,
                                            dash__cuda_ipc_free,
-                                           dash__cuda_ipc_copy};
+                                           dash__cuda_ipc_copy,
+                                           dash__cuda_ipc_host_register,
+                                           dash__cuda_ipc_host_unregister,
+                                           dash__cuda_ipc_copy_on,
+                                           dash__cuda_ipc_event_sync,
+                                           dash__cuda_ipc_mem_check};
 
 static const struct dash__cuda_plugin kPlugin = {DASH_CUDA_PLUGIN_ABI,
                                                  sizeof(struct dash_roots_plan),

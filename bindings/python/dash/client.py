@@ -133,8 +133,11 @@ class Client(_Closeable):
 
     def create_stack_cuda(self, stats, results, **options):
         """Registers a stack over a GPU trainer's own memory
-        (dash_stack_create_cuda): the daemon opens both buffers through
-        CUDA IPC and hands results over on the trainer's stream.
+        (dash_stack_create_cuda): a daemon computing on a GPU opens both
+        buffers through CUDA IPC and hands results over on the trainer's
+        stream; with a daemon computing on the CPU, libdash copies through
+        page-locked shared memory on the trainer's stream instead (step()
+        then waits on the CPU for the work queued before it).
 
         stats: a contiguous float32 CUDA tensor of shape (N, B, B);
         results: one of shape (2, N, B, B), on the same GPU. Either may
