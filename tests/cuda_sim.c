@@ -16,7 +16,18 @@
  * that exported it, a handle whose allocation is gone, host memory
  * registered twice or not mapped; and, stricter than CUDA, a second open
  * of one allocation in one process and a stream copy of host memory that
- * is not page-locked. Never installed. */
+ * is not page-locked. Never installed.
+ *
+ * With DASH_CUDA_SIM_TRACE=FILE, every event record, stream wait and copy
+ * appends a line to FILE (shared by every process that loads the
+ * simulation, in the order the calls happen):
+ *   R PID EVENT STREAM      record      EVENT = CREATOR-PID:ID
+ *   W PID EVENT STREAM      stream wait STREAM = PID:ADDRESS, PID:0 legacy
+ *   C PID STREAM DST SRC    copy        DST, SRC = own (this process's
+ *                                       allocation), peer (another's,
+ *                                       opened), host
+ * so that a test can check the order of the stream-ordered hand-over,
+ * which the synchronous simulation cannot get wrong by itself. */
 #define _GNU_SOURCE
 
 #include <errno.h>
@@ -88,6 +99,9 @@ struct sim_host {
   uintptr_t base;
   size_t size;
 };
+
+/* The trace file (DASH_CUDA_SIM_TRACE), or -1. */
+static int g_trace = -1;
 
 /* Set once, by the loader's one call of the entry point. */
 static const struct dash__cuda_host *g_host;
@@ -611,6 +625,31 @@ static void sim_event_destroy(void *event) {
   free(e);
 }
 
+/* One line of the trace; a single write() with O_APPEND, so the lines of
+ * several processes interleave whole. */
+static void trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void trace(const char *fmt, ...) {
+  char line[160];
+  va_list ap;
+  if (g_trace < 0)
+    return;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0 || n >= (int)sizeof(line) - 1)
+    return;
+  line[n++] = '\n';
+  if (write(g_trace, line, (size_t)n) != n)
+    return;
+}
+
+/* Whose memory p is, for the trace; with g_lock held. */
+static const char *owner(const void *p, size_t bytes) {
+  if (alloc_holding((uintptr_t)p, bytes) != NULL)
+    return "own";
+  return map_holds((uintptr_t)p, bytes) ? "peer" : "host";
+}
+
 /* Checks device, event and stream; counts a record when asked to. */
 static int use_event(int device, void *event, void *stream, int record) {
   int rc;
@@ -621,6 +660,9 @@ static int use_event(int device, void *event, void *stream, int record) {
   int stream_ok = stream_known(stream);
   if (e != NULL && stream_ok && record)
     e->records++;
+  if (e != NULL && stream_ok)
+    trace("%c %d %" PRId64 ":%" PRIu64 " %d:%" PRIxPTR, record ? 'R' : 'W',
+          (int)getpid(), e->pid, e->id, (int)getpid(), (uintptr_t)stream);
   pthread_mutex_unlock(&g_lock);
   if (e == NULL)
     return not_ours("event", event);
@@ -676,6 +718,10 @@ static int sim_copy(void *dst, const void *src, size_t bytes, void *stream) {
       (rc = check_device_memory("copy source", src, bytes)) < 0 ||
       (rc = check_device_memory("copy destination", dst, bytes)) < 0)
     return rc;
+  pthread_mutex_lock(&g_lock);
+  trace("C %d %d:%" PRIxPTR " %s %s", (int)getpid(), (int)getpid(),
+        (uintptr_t)stream, owner(dst, bytes), owner(src, bytes));
+  pthread_mutex_unlock(&g_lock);
   if (bytes > 0)
     memmove(dst, src, bytes);
   return 0;
@@ -777,6 +823,10 @@ static int sim_copy_on(int device, void *dst, const void *src, size_t bytes,
   if ((rc = check_copy_memory("copy source", src, bytes)) < 0 ||
       (rc = check_copy_memory("copy destination", dst, bytes)) < 0)
     return rc;
+  pthread_mutex_lock(&g_lock);
+  trace("C %d %d:%" PRIxPTR " %s %s", (int)getpid(), (int)getpid(),
+        (uintptr_t)stream, owner(dst, bytes), owner(src, bytes));
+  pthread_mutex_unlock(&g_lock);
   memmove(dst, src, bytes);
   return 0;
 }
@@ -914,5 +964,8 @@ const struct dash__cuda_plugin *dash_cuda_plugin_entry(
       host->cpu_plan_free == NULL)
     return NULL;
   g_host = host;
+  const char *path = getenv("DASH_CUDA_SIM_TRACE");
+  if (path != NULL && path[0] != '\0' && g_trace < 0)
+    g_trace = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   return &kPlugin;
 }

@@ -2765,6 +2765,173 @@ START_TEST(test_cuda_ipc_unregister_waits_for_the_daemon) {
 }
 END_TEST
 
+/* One line of the simulated GPU's trace (tests/cuda_sim.c). */
+typedef struct trace_op {
+  char op;             /* R record, W stream wait, C copy */
+  int pid;             /* the process that made the call */
+  int ev_pid;          /* R, W: the event's creator */
+  char ev[40];         /* R, W: CREATOR:ID */
+  char stream[40];     /* PID:ADDRESS */
+  char dst[8], src[8]; /* C: own, peer, host */
+} trace_op;
+
+static size_t trace_read(const char *path, trace_op *ops, size_t cap) {
+  FILE *f = fopen(path, "r");
+  ck_assert_msg(f != NULL, "open %s: %s", path, strerror(errno));
+  char line[256];
+  size_t n = 0;
+  while (fgets(line, sizeof(line), f) != NULL && n < cap) {
+    trace_op *t = &ops[n];
+    memset(t, 0, sizeof(*t));
+    if (line[0] == 'C') {
+      ck_assert_int_eq(
+          sscanf(line, "C %d %39s %7s %7s", &t->pid, t->stream, t->dst, t->src),
+          4);
+    } else {
+      ck_assert_int_eq(
+          sscanf(line, "%c %d %39s %39s", &t->op, &t->pid, t->ev, t->stream),
+          4);
+      t->ev_pid = atoi(t->ev);
+    }
+    t->op = line[0];
+    n++;
+  }
+  fclose(f);
+  return n;
+}
+
+/* The index of the daemon's previous (dir -1) or next (+1) call on the
+ * stream of ops[i], or -1. */
+static long trace_neighbour(const trace_op *ops, size_t n, size_t i, int dir) {
+  for (long j = (long)i + dir; j >= 0 && j < (long)n; j += dir)
+    if (ops[j].pid == ops[i].pid && strcmp(ops[j].stream, ops[i].stream) == 0)
+      return j;
+  return -1;
+}
+
+/* The stream-ordered hand-over, in the order its calls happen across the
+ * two processes (the simulation's trace): each snapshot copy waits on the
+ * stream for the client's step event and is followed by the snapshot
+ * event, which the client's stream waits for only after the daemon
+ * recorded it; each result write waits for the client's release event
+ * and is followed by the slot's result event, which the client's stream
+ * waits for only after it was recorded; the computation waits for the
+ * snapshot. The synchronous simulation cannot show a wrong order by
+ * wrong numbers; this shows it by the calls. */
+START_TEST(test_cuda_ipc_hand_over_is_stream_ordered) {
+  const size_t n = 2, b = 16;
+  char path[PATH_MAX];
+  daemon_proc d;
+  dash_client *c;
+  dash_stack *s;
+  dash_refresh_info info;
+  ck_assert_int_eq(
+      path_fmt(path, sizeof(path), "%s/trace-%d", g_root, (int)getpid()), 0);
+  /* Before the daemon starts (it inherits it) and before this process
+   * loads the plugin. */
+  setenv("DASH_CUDA_SIM_TRACE", path, 1);
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, n, b);
+  dash_stack_options o = stack_opts(n, b, DASH_METHOD_EVD, 2);
+  float *stats = xcalloc(n * b * b, sizeof(float));
+  known_blocks(stats, n, b, 3, 1.0, 0);
+  dev_put(p, cb.stats, stats, n * b * b * sizeof(float));
+  void *stream = NULL;
+  ck_assert_int_eq(p->ipc->stream_create(0, &stream), 0);
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_OK(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s));
+  const int steps = 3;
+  for (int step = 1; step <= steps; step++) {
+    DASH_OK(dash_step(s, (uint64_t)step, stream));
+    DASH_EQ(dash_sync(s, -1, &info), 1);
+    ck_assert_uint_eq(info.step, (uint64_t)step);
+  }
+  DASH_EQ(dash_stack_destroy(s), 0);
+  dash_disconnect(c);
+  daemon_stop(&d);
+
+  enum { kCap = 4096 };
+  trace_op *ops = xcalloc(kCap, sizeof(*ops));
+  size_t len = trace_read(path, ops, kCap);
+  int me = (int)getpid(), dd = (int)d.pid;
+  int snapshots = 0, writes = 0;
+  for (size_t i = 0; i < len; i++) {
+    const trace_op *t = &ops[i];
+    if (t->op != 'C' || t->pid != dd)
+      continue;
+    long before = trace_neighbour(ops, len, i, -1);
+    long after = trace_neighbour(ops, len, i, +1);
+    ck_assert_msg(
+        before >= 0 && ops[before].op == 'W' && ops[before].ev_pid == me,
+        "trace line %zu: the daemon's copy (%s <- %s) does not "
+        "follow a wait for one of the client's events",
+        i + 1, t->dst, t->src);
+    ck_assert_msg(after >= 0 && ops[after].op == 'R' && ops[after].ev_pid == dd,
+                  "trace line %zu: the daemon's copy (%s <- %s) is not "
+                  "followed by a record of one of its events",
+                  i + 1, t->dst, t->src);
+    /* The client recorded the event waited for before the wait. */
+    int recorded = 0;
+    for (long j = before - 1; j >= 0 && !recorded; j--)
+      recorded = ops[j].pid == me && ops[j].op == 'R' &&
+                 strcmp(ops[j].ev, ops[before].ev) == 0;
+    /* The client's stream waits for the event recorded after the copy,
+     * and only after that record. */
+    long waited = -1;
+    for (size_t j = (size_t)after + 1; j < len && waited < 0; j++)
+      if (ops[j].pid == me && ops[j].op == 'W' &&
+          strcmp(ops[j].ev, ops[after].ev) == 0)
+        waited = (long)j;
+    ck_assert_msg(waited >= 0,
+                  "trace line %zu: the client never waits for the event "
+                  "recorded after the daemon's copy (%s <- %s)",
+                  i + 1, t->dst, t->src);
+    if (strcmp(t->dst, "own") == 0 && strcmp(t->src, "peer") == 0) {
+      snapshots++;
+      ck_assert_msg(recorded,
+                    "trace line %zu: the snapshot copy waits for a step "
+                    "event the client never recorded",
+                    i + 1);
+    } else if (strcmp(t->dst, "peer") == 0 && strcmp(t->src, "own") == 0) {
+      writes++;
+      /* The first write may come before the client's first Sync, and so
+       * before its release event was ever recorded (a wait on an event
+       * never recorded is complete in CUDA); every later one after. */
+      ck_assert_msg(recorded || writes == 1,
+                    "trace line %zu: result write %d waits for a release "
+                    "event the client never recorded",
+                    i + 1, writes);
+      /* The computation before it waited for the snapshot event. */
+      int waited_snapshot = 0;
+      for (long j = before - 1; j >= 0 && !waited_snapshot; j--) {
+        if (ops[j].pid != dd || strcmp(ops[j].stream, t->stream) != 0)
+          continue;
+        if (ops[j].op == 'C')
+          break; /* the previous job's write */
+        waited_snapshot = ops[j].op == 'W' && ops[j].ev_pid == dd;
+      }
+      ck_assert_msg(waited_snapshot,
+                    "trace line %zu: the computation did not wait on its "
+                    "stream for the snapshot event",
+                    i + 1);
+    } else {
+      ck_abort_msg("trace line %zu: an unexpected copy %s <- %s", i + 1, t->dst,
+                   t->src);
+    }
+  }
+  ck_assert_int_eq(snapshots, steps);
+  ck_assert_int_eq(writes, steps);
+
+  p->ipc->stream_destroy(stream);
+  p->ipc->free(cb.pool);
+  free(ops);
+  free(stats);
+  unlink(path);
+}
+END_TEST
+
 static Suite *daemon_suite(void) {
   Suite *s = suite_create("dashd");
   /* Seconds per test; the slowest takes about 5 s (the stop test waits
@@ -2821,6 +2988,8 @@ static Suite *daemon_suite(void) {
     tcase_add_test(tc, test_cuda_ipc_pinned_stack_destroyed_mid_refresh);
     tcase_add_test(tc, test_cuda_ipc_trainer_death_frees_only_its_stacks);
     tcase_add_test(tc, test_cuda_ipc_unregister_waits_for_the_daemon);
+    if (cuda_simulated())
+      tcase_add_test(tc, test_cuda_ipc_hand_over_is_stream_ordered);
     suite_add_tcase(s, tc);
   }
   return s;
