@@ -231,6 +231,24 @@ int dash_stack_create(dash_client *c, const dash_stack_options *o,
   return rc;
 }
 
+/* DASH_E_BAD_MEMORY unless [ptr, ptr + bytes) is memory of the stack's
+ * device, so that no copy the trainer's stream runs later can fault. Memory
+ * of CUDA's virtual memory API may span several allocations, which only
+ * their walk in vmm_export sees; the fds it makes are not needed here. */
+static int check_buffer(const struct dash__stack_cuda *g, const void *ptr,
+                        size_t bytes) {
+  if (!g->ipc->vmm_owns(g->device, ptr))
+    return g->ipc->mem_check(g->device, ptr, bytes);
+  int fds[DASH_WIRE_MAX_FDS];
+  uint64_t sizes[DASH_WIRE_MAX_FDS], offset;
+  size_t n = 0;
+  int rc = g->ipc->vmm_export(g->device, ptr, bytes, fds, sizes,
+                              DASH_WIRE_MAX_FDS, &n, &offset);
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    close(fds[i]);
+  return rc;
+}
+
 /* A CUDA stack for a daemon that computes on the CPU, which cannot open
  * GPU memory: an SHM stack whose two mappings are page-locked for the
  * trainer's GPU, so that dash_step() and dash_sync() copy between them
@@ -246,8 +264,8 @@ static int register_pinned(dash_client *c, const dash_stack_options *o,
   int rc;
 
   g->pinned = 1;
-  if ((rc = ipc->mem_check(g->device, g->stats, s->stats_bytes)) < 0 ||
-      (rc = ipc->mem_check(g->device, g->results, s->result_bytes)) < 0 ||
+  if ((rc = check_buffer(g, g->stats, s->stats_bytes)) < 0 ||
+      (rc = check_buffer(g, g->results, s->result_bytes)) < 0 ||
       (rc = shm_make(s, fds)) < 0)
     goto out;
   if ((rc = ipc->host_register(g->device, s->stats, s->stats_bytes)) < 0)
@@ -276,15 +294,64 @@ static int open_daemon_event(const struct dash__stack_cuda *g,
   return g->ipc->event_open(g->device, h->data, ev);
 }
 
+/* What a CUDA stack's RegisterStack carries of its two buffers: legacy
+ * IPC handles (CUDA_IPC), or the fds of the physical allocations under
+ * them (CUDA_VMM_FD). */
+struct cuda_share {
+  int vmm;
+  Dashpb__CudaBuffer buf[2]; /* statistics, results */
+  unsigned char handle[2][DASH_CUDA_IPC_HANDLE_BYTES];
+  int fds[DASH_WIRE_MAX_FDS];
+  uint64_t sizes[DASH_WIRE_MAX_FDS];
+  size_t nfds;
+};
+
+static int share_buffers(const struct dash__stack_cuda *g,
+                         const size_t bytes[2], struct cuda_share *sh) {
+  static const char *const what[2] = {"stats_dev", "result_dev"};
+  const struct dash__cuda_ipc *ipc = g->ipc;
+  const void *ptr[2] = {g->stats, g->results};
+  int vmm[2] = {ipc->vmm_owns(g->device, ptr[0]) != 0,
+                ipc->vmm_owns(g->device, ptr[1]) != 0};
+  int rc;
+  if (vmm[0] != vmm[1])
+    return dash__fail(DASH_E_INVALID,
+                      "stats_dev is memory of %s and result_dev of %s: both "
+                      "must come from one (cudaMalloc or CUDA's virtual "
+                      "memory API)",
+                      vmm[0] ? "CUDA's virtual memory API" : "cudaMalloc",
+                      vmm[1] ? "CUDA's virtual memory API" : "cudaMalloc");
+  sh->vmm = vmm[0];
+  for (int k = 0; k < 2; k++) {
+    Dashpb__CudaBuffer *b = &sh->buf[k];
+    dashpb__cuda_buffer__init(b);
+    b->bytes = bytes[k];
+    if (sh->vmm) {
+      size_t n = 0;
+      rc = ipc->vmm_export(g->device, ptr[k], bytes[k], sh->fds + sh->nfds,
+                           sh->sizes + sh->nfds, DASH_WIRE_MAX_FDS - sh->nfds,
+                           &n, &b->offset);
+      b->piece_bytes = sh->sizes + sh->nfds;
+      b->n_piece_bytes = n;
+      sh->nfds += n;
+    } else {
+      rc = ipc->export_mem(g->device, ptr[k], bytes[k], sh->handle[k],
+                           &b->offset);
+      b->handle.data = sh->handle[k];
+      b->handle.len = DASH_CUDA_IPC_HANDLE_BYTES;
+    }
+    if (rc < 0)
+      return dash__fail(rc, "%s: %s", what[k], dash_last_error());
+  }
+  return 0;
+}
+
 int dash_stack_create_cuda(dash_client *c, const dash_stack_options *o,
                            int device, float *stats_dev, float *result_dev,
                            dash_stack **out) {
   Dashpb__RegisterStack reg = DASHPB__REGISTER_STACK__INIT;
-  Dashpb__CudaBuffer stats_buf = DASHPB__CUDA_BUFFER__INIT;
-  Dashpb__CudaBuffer result_buf = DASHPB__CUDA_BUFFER__INIT;
   Dashpb__Envelope *reply = NULL;
-  unsigned char h_stats[DASH_CUDA_IPC_HANDLE_BYTES];
-  unsigned char h_result[DASH_CUDA_IPC_HANDLE_BYTES];
+  struct cuda_share sh = {0};
   unsigned char h_step[DASH_CUDA_IPC_HANDLE_BYTES];
   unsigned char h_release[DASH_CUDA_IPC_HANDLE_BYTES];
   char uuid[64];
@@ -327,35 +394,25 @@ int dash_stack_create_cuda(dash_client *c, const dash_stack_options *o,
     rc = register_pinned(c, o, s);
     goto out;
   }
-  uint64_t stats_off, result_off;
+  size_t bytes[2] = {stats_bytes, result_bytes};
   if ((rc = g->ipc->device_uuid(device, uuid, sizeof(uuid))) < 0 ||
-      (rc = g->ipc->export_mem(device, stats_dev, stats_bytes, h_stats,
-                               &stats_off)) < 0 ||
-      (rc = g->ipc->export_mem(device, result_dev, result_bytes, h_result,
-                               &result_off)) < 0 ||
+      (rc = share_buffers(g, bytes, &sh)) < 0 ||
       (rc = g->ipc->event_create(device, &g->step_event, h_step)) < 0 ||
       (rc = g->ipc->event_create(device, &g->release_event, h_release)) < 0)
     goto out;
 
-  stats_buf.handle.data = h_stats;
-  stats_buf.handle.len = sizeof(h_stats);
-  stats_buf.offset = stats_off;
-  stats_buf.bytes = stats_bytes;
-  result_buf.handle.data = h_result;
-  result_buf.handle.len = sizeof(h_result);
-  result_buf.offset = result_off;
-  result_buf.bytes = result_bytes;
-  reg.transport = DASHPB__TRANSPORT__TRANSPORT_CUDA_IPC;
+  reg.transport = sh.vmm ? DASHPB__TRANSPORT__TRANSPORT_CUDA_VMM_FD
+                         : DASHPB__TRANSPORT__TRANSPORT_CUDA_IPC;
   reg.stats_bytes = stats_bytes;
   reg.result_bytes = result_bytes;
   reg.device_uuid = uuid;
-  reg.stats_cuda = &stats_buf;
-  reg.result_cuda = &result_buf;
+  reg.stats_cuda = &sh.buf[0];
+  reg.result_cuda = &sh.buf[1];
   reg.step_event.data = h_step;
   reg.step_event.len = sizeof(h_step);
   reg.release_event.data = h_release;
   reg.release_event.len = sizeof(h_release);
-  if ((rc = register_stack(c, o, &reg, NULL, 0, s, &reply)) < 0)
+  if ((rc = register_stack(c, o, &reg, sh.fds, (int)sh.nfds, s, &reply)) < 0)
     goto out;
   const Dashpb__RegisterStackReply *rr = reply->register_stack_reply;
   if (rr->n_result_event != 2)
@@ -380,6 +437,9 @@ int dash_stack_create_cuda(dash_client *c, const dash_stack_options *o,
     rc = dash__fail(saved, "%s", detail);
   }
 out:
+  /* The daemon holds its own copies of the allocations' fds now. */
+  for (size_t i = 0; i < sh.nfds; i++)
+    close(sh.fds[i]);
   if (reply != NULL)
     dashpb__envelope__free_unpacked(reply, NULL);
   if (rc < 0) {

@@ -64,7 +64,8 @@ struct dashd_stack {
   /* An Unregister of a CUDA stack is answered once the daemon no longer
    * touches the client's GPU memory: the client may free it then. */
   uint64_t unreg_request_id, unreg_session;
-  /* What dashctl status shows of the memory: "cuda-ipc GPU-...". */
+  /* What dashctl status shows of the memory: "cuda-ipc GPU-...",
+   * "cuda-vmm GPU-...". */
   char memory[64];
 
   int computing; /* snapshot being computed, or -1 */
@@ -224,7 +225,8 @@ void dashd__result_to_pb(const struct dashd_result *r, int slot,
 /* Opens the client's buffers and events of req into st->cuda and makes
  * the daemon's; on failure st->cuda is left for dashd__cuda_stack_free. */
 int dashd__cuda_stack_open(struct dashd_stack *st, struct dashd_session *s,
-                           const Dashpb__RegisterStack *req);
+                           const Dashpb__RegisterStack *req, const int *fds,
+                           int nfds);
 /* Waits for queued copies, then closes and frees st->cuda (NULL ok). */
 void dashd__cuda_stack_free(struct dashd_stack *st);
 /* Fills the event handles of the RegisterStackReply; results[2] holds

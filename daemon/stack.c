@@ -113,14 +113,15 @@ int dashd__stack_register(struct dashd_session *s,
   struct dashd_stack *st = NULL;
   int rc;
 
-  int cuda = req->transport == DASHPB__TRANSPORT__TRANSPORT_CUDA_IPC;
+  int vmm = req->transport == DASHPB__TRANSPORT__TRANSPORT_CUDA_VMM_FD;
+  int cuda = req->transport == DASHPB__TRANSPORT__TRANSPORT_CUDA_IPC || vmm;
   if (req->transport != DASHPB__TRANSPORT__TRANSPORT_SHM && !cuda) {
     snprintf(err, err_size, "transport %d is not supported here",
              (int)req->transport);
     rc = DASH_E_UNSUPPORTED;
     goto out;
   }
-  if (nfds != (cuda ? 0 : 2)) {
+  if (!vmm && nfds != (cuda ? 0 : 2)) {
     snprintf(
         err, err_size, "RegisterStack carries %d fds; %s", nfds,
         cuda ? "CUDA_IPC takes none" : "SHM needs 2 (statistics, results)");
@@ -198,7 +199,7 @@ int dashd__stack_register(struct dashd_session *s,
     /* The stack lives on the GPU: its plan computes device buffers only. */
     st->opts.backend = DASH_BACKEND_CUDA;
     st->opts.device_only = 1;
-    if ((rc = dashd__cuda_stack_open(st, s, req)) < 0) {
+    if ((rc = dashd__cuda_stack_open(st, s, req, fds, nfds)) < 0) {
       snprintf(err, err_size, "%s", dash_last_error());
       goto out;
     }

@@ -21,13 +21,18 @@
 #include "dashd.h"
 #include "log.h"
 
-/* One client allocation mapped into the daemon. */
+/* One client allocation mapped into the daemon: opened by its legacy IPC
+ * handle, or (vmm) the physical allocations of one CUDA_VMM_FD buffer,
+ * mapped back to back. */
 struct dashd_cuda_map {
   uint64_t session; /* dashd_session.serial of the client that sent it */
   unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES];
   void *base;
   size_t size;
   int refs;
+  int vmm;
+  uint64_t *pieces; /* vmm: their sizes */
+  size_t n_pieces;
   struct dashd_cuda_map *next;
 };
 
@@ -55,7 +60,12 @@ static void map_unref(struct dashd_server *srv, struct dashd_cuda_map *m) {
       break;
     }
   }
-  dash__cuda_load_plugin(NULL)->ipc->mem_close(m->base);
+  const struct dash__cuda_ipc *ipc = dash__cuda_load_plugin(NULL)->ipc;
+  if (m->vmm)
+    ipc->vmm_close(m->base, m->pieces, m->n_pieces);
+  else
+    ipc->mem_close(m->base);
+  free(m->pieces);
   free(m);
 }
 
@@ -65,7 +75,7 @@ static int map_ref(struct dashd_server *srv, uint64_t session,
                    const struct dash__cuda_ipc *ipc,
                    struct dashd_cuda_map **out) {
   for (struct dashd_cuda_map *m = srv->cuda_maps; m != NULL; m = m->next) {
-    if (m->session == session &&
+    if (!m->vmm && m->session == session &&
         memcmp(m->handle, handle, DASH_CUDA_IPC_HANDLE_BYTES) == 0) {
       m->refs++;
       *out = m;
@@ -132,6 +142,74 @@ static int open_buffer(struct dashd_server *srv, uint64_t session,
   return 0;
 }
 
+/* Maps the physical allocations of one CUDA_VMM_FD buffer, the next
+ * buf->n_piece_bytes of the fds, and checks that the buffer lies inside
+ * them. The driver refuses a piece larger than its allocation. */
+static int open_vmm_buffer(struct dashd_server *srv, uint64_t session,
+                           const struct dash__cuda_ipc *ipc,
+                           const Dashpb__CudaBuffer *buf, uint64_t want,
+                           const char *what, const int *fds, size_t *used,
+                           size_t nfds, struct dashd_cuda_map **map,
+                           void **ptr) {
+  if (buf == NULL)
+    return dash__fail(DASH_E_INVALID, "CUDA_VMM_FD without the %s buffer",
+                      what);
+  if (buf->bytes != want)
+    return dash__fail(DASH_E_INVALID,
+                      "the %s buffer is declared as %llu bytes; the stack "
+                      "needs %llu",
+                      what, (unsigned long long)buf->bytes,
+                      (unsigned long long)want);
+  size_t n = buf->n_piece_bytes;
+  if (n == 0 || n > nfds - *used)
+    return dash__fail(DASH_E_INVALID,
+                      "the %s buffer names %zu allocations; the frame has "
+                      "%zu fds left for it",
+                      what, n, nfds - *used);
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    if (buf->piece_bytes[i] == 0 ||
+        __builtin_add_overflow(total, buf->piece_bytes[i], &total))
+      return dash__fail(DASH_E_INVALID,
+                        "the %s buffer's allocation sizes are empty or "
+                        "overflow",
+                        what);
+  if (buf->offset % sizeof(float) != 0 || buf->offset > total ||
+      want > total - buf->offset)
+    return dash__fail(DASH_E_BAD_MEMORY,
+                      "the %s buffer (offset %llu, %llu bytes) does not lie "
+                      "inside its %zu allocations of %llu bytes",
+                      what, (unsigned long long)buf->offset,
+                      (unsigned long long)want, n, (unsigned long long)total);
+  struct dashd_cuda_map *m = calloc(1, sizeof(*m));
+  uint64_t *pieces = calloc(n, sizeof(*pieces));
+  if (m == NULL || pieces == NULL) {
+    free(m);
+    free(pieces);
+    return dash__fail(DASH_E_NOMEM, "out of memory");
+  }
+  memcpy(pieces, buf->piece_bytes, n * sizeof(*pieces));
+  int rc = ipc->vmm_open(fds + *used, pieces, n, &m->base);
+  *used += n;
+  if (rc < 0) {
+    free(pieces);
+    free(m);
+    return dash__fail(rc, "cannot map the %s buffer: %s", what,
+                      dash_last_error());
+  }
+  m->session = session;
+  m->size = (size_t)total;
+  m->refs = 1;
+  m->vmm = 1;
+  m->pieces = pieces;
+  m->n_pieces = n;
+  m->next = srv->cuda_maps;
+  srv->cuda_maps = m;
+  *map = m;
+  *ptr = (char *)m->base + buf->offset;
+  return 0;
+}
+
 static int open_event(const struct dash__cuda_ipc *ipc,
                       const ProtobufCBinaryData *h, const char *what,
                       void **ev) {
@@ -194,7 +272,8 @@ void dashd__cuda_stack_free(struct dashd_stack *st) {
 }
 
 int dashd__cuda_stack_open(struct dashd_stack *st, struct dashd_session *s,
-                           const Dashpb__RegisterStack *req) {
+                           const Dashpb__RegisterStack *req, const int *fds,
+                           int nfds) {
   const char *why = "";
   const struct dash__cuda_plugin *p = dash__cuda_load_plugin(&why);
   if (p == NULL || dash__cuda_device_count() <= 0)
@@ -206,18 +285,38 @@ int dashd__cuda_stack_open(struct dashd_stack *st, struct dashd_session *s,
   int rc;
   if ((rc = check_device(ipc, req->device_uuid)) < 0)
     return rc;
-  snprintf(st->memory, sizeof(st->memory), "cuda-ipc %s", req->device_uuid);
+  snprintf(st->memory, sizeof(st->memory), "%s %s",
+           req->transport == DASHPB__TRANSPORT__TRANSPORT_CUDA_VMM_FD
+               ? "cuda-vmm"
+               : "cuda-ipc",
+           req->device_uuid);
   struct dashd_cuda_stack *g = calloc(1, sizeof(*g));
   if (g == NULL)
     return dash__fail(DASH_E_NOMEM, "out of memory");
   st->cuda = g;
   g->ipc = ipc;
   void *stats, *results;
-  if ((rc = open_buffer(st->srv, s->serial, ipc, req->stats_cuda, bytes,
-                        "statistics", &g->stats_map, &stats)) < 0 ||
-      (rc = open_buffer(st->srv, s->serial, ipc, req->result_cuda, 2 * bytes,
-                        "result", &g->result_map, &results)) < 0)
+  if (req->transport == DASHPB__TRANSPORT__TRANSPORT_CUDA_VMM_FD) {
+    size_t used = 0;
+    if ((rc = open_vmm_buffer(st->srv, s->serial, ipc, req->stats_cuda, bytes,
+                              "statistics", fds, &used, (size_t)nfds,
+                              &g->stats_map, &stats)) < 0 ||
+        (rc = open_vmm_buffer(st->srv, s->serial, ipc, req->result_cuda,
+                              2 * bytes, "result", fds, &used, (size_t)nfds,
+                              &g->result_map, &results)) < 0)
+      return rc;
+    if (used != (size_t)nfds)
+      return dash__fail(DASH_E_INVALID,
+                        "RegisterStack carries %d fds; its buffers name %zu "
+                        "allocations",
+                        nfds, used);
+  } else if ((rc = open_buffer(st->srv, s->serial, ipc, req->stats_cuda, bytes,
+                               "statistics", &g->stats_map, &stats)) < 0 ||
+             (rc = open_buffer(st->srv, s->serial, ipc, req->result_cuda,
+                               2 * bytes, "result", &g->result_map, &results)) <
+                 0) {
     return rc;
+  }
   g->stats = stats;
   g->results = results;
   /* The daemon writes the slots while it may read the statistics. */

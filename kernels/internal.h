@@ -75,7 +75,7 @@ void dash__cuda_plan_free(struct dash_roots_plan *plan);
 
 /* The plugin's interface, versioned: the loader refuses a plugin of
  * another ABI or one built with other struct layouts. */
-#define DASH_CUDA_PLUGIN_ABI 5
+#define DASH_CUDA_PLUGIN_ABI 6
 #define DASH_CUDA_PLUGIN_SYMBOL "dash_cuda_plugin_entry"
 
 /* What the loader gives the plugin. */
@@ -168,6 +168,38 @@ struct dash__cuda_ipc {
    * [ptr, ptr + bytes) lies in one allocation of `device`. No IPC handle
    * is made, so the memory need not be one that CUDA IPC can share. */
   int (*mem_check)(int device, const void *ptr, size_t bytes);
+
+  /* CUDA_VMM_FD: memory of CUDA's virtual memory API (cuMemCreate, as
+   * PyTorch's expandable_segments allocates), which legacy IPC handles
+   * cannot share, shared as POSIX fds of its physical allocations. */
+  /* Non-zero when [ptr, ptr + 1) is such memory of `device`. */
+  int (*vmm_owns)(int device, const void *ptr);
+  /* The client's side: the physical allocations mapped over [ptr,
+   * ptr + bytes) on `device`, in address order, each exported as a POSIX
+   * fd (fds[i], which the caller closes) of sizes[i] bytes: at most max of
+   * them, *count in all; *offset is where ptr lies past the start of the
+   * first. DASH_E_BAD_MEMORY when the range is not wholly such memory of
+   * that device, mapped back to back; DASH_E_UNSUPPORTED when an
+   * allocation was made without CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+   * DASH_E_TOO_LARGE for more than max pieces. On failure no fd is left
+   * open. */
+  int (*vmm_export)(int device, const void *ptr, size_t bytes, int *fds,
+                    uint64_t *sizes, size_t max, size_t *count,
+                    uint64_t *offset);
+  /* The daemon's side, on the current device: imports the count fds
+   * (without closing them) and maps them one after another, sizes[i]
+   * bytes of each, into a new address range that the current device may
+   * read and write; *base is its start. An fd that is no such allocation,
+   * or one smaller than its size, is DASH_E_BAD_MEMORY. */
+  int (*vmm_open)(const int *fds, const uint64_t *sizes, size_t count,
+                  void **base);
+  /* Unmaps and releases what vmm_open mapped at base. */
+  void (*vmm_close)(void *base, const uint64_t *sizes, size_t count);
+  /* For tests: `pieces` physical allocations of `piece` bytes each on
+   * `device`, exportable as POSIX fds, mapped back to back at *ptr (the
+   * granularity rounds piece up), and their release. */
+  int (*vmm_alloc)(int device, size_t piece, size_t pieces, void **ptr);
+  void (*vmm_free)(void *ptr);
 };
 
 /* dash-bench's device helpers, as tools/bench_cuda.h declares them: the

@@ -1,6 +1,7 @@
 /* Status strings and the thread-local detail of the last failure. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -33,10 +34,14 @@ const char *dash_last_error(void) {
 }
 
 int dash__fail(int status, const char *fmt, ...) {
+  /* Formatted apart first: a caller may wrap the detail it replaces,
+   * dash__fail(rc, "opening x: %s", dash_last_error()). */
+  char buf[sizeof(last_error)];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(last_error, sizeof(last_error), fmt, ap);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
   va_end(ap);
+  memcpy(last_error, buf, sizeof(buf));
   return status;
 }
 

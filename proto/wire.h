@@ -15,8 +15,9 @@
 /* Hard limit of one frame's payload, checked before anything is
  * allocated for it. */
 #define DASH_WIRE_MAX_FRAME (1u << 20)
-/* Most fds one frame may carry. */
-#define DASH_WIRE_MAX_FDS 4
+/* Most fds one frame may carry: a CUDA_VMM_FD stack sends one per
+ * physical allocation of its two buffers. */
+#define DASH_WIRE_MAX_FDS 64
 
 /* Packs env into a new frame (length prefix included). *out is malloc'd;
  * the caller frees it. 0, DASH_E_TOO_LARGE (over max_frame), or
@@ -57,7 +58,7 @@ typedef struct dash__wire_reader {
   uint8_t *buf; /* bytes received and not yet consumed */
   size_t len, cap;
   uint64_t consumed; /* stream offset of buf[0] */
-  struct dash__wire_fd fds[4 * DASH_WIRE_MAX_FDS];
+  struct dash__wire_fd fds[2 * DASH_WIRE_MAX_FDS];
   int nfds;
   uint32_t max_frame;
 } dash__wire_reader;

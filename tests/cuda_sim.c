@@ -6,6 +6,13 @@
  * the exporter's fd, which the importer reopens through /proc. Everything
  * runs synchronously, so every recorded event is complete at once.
  *
+ * Memory of CUDA's virtual memory API (vmm_alloc, as PyTorch's
+ * expandable_segments allocates) is a reserved host range with one sealed
+ * memfd per physical allocation mapped back to back; vmm_export hands out
+ * duplicates of those fds, as cuMemExportToShareableHandle makes POSIX fds,
+ * and vmm_open maps the fds it is given into a new range. As with CUDA,
+ * legacy IPC refuses such memory.
+ *
  * Host memory page-locked with host_register (pinned SHM: a GPU
  * trainer's stack served by a daemon that computes on the CPU) is
  * recorded, so that copies to and from it can be told from copies of
@@ -14,9 +21,11 @@
  * Where the simulation can check what the CUDA runtime would refuse, it
  * refuses: memory that is not the device's, a handle opened in the process
  * that exported it, a handle whose allocation is gone, host memory
- * registered twice or not mapped; and, stricter than CUDA, a second open
- * of one allocation in one process and a stream copy of host memory that
- * is not page-locked. Never installed.
+ * registered twice or not mapped, VMM memory given to legacy IPC, an fd
+ * that is no VMM allocation of the simulation or is smaller than its size;
+ * and, stricter than CUDA, a second open of one allocation in one process
+ * and a stream copy of host memory that is not page-locked. Never
+ * installed.
  *
  * With DASH_CUDA_SIM_TRACE=FILE, every event record, stream wait and copy
  * appends a line to FILE (shared by every process that loads the
@@ -50,6 +59,8 @@
 
 #define SIM_NAME "dash simulated GPU"
 #define SIM_UUID "GPU-5151a7ed-0000-4000-8000-000000000000"
+/* The name of a VMM allocation's memfd, which vmm_open looks for. */
+#define VMM_NAME "dash-sim-vmm-"
 #define MEM_MAGIC "dashsim1"
 #define EVENT_MAGIC "dashsev1"
 #define MAGIC_BYTES 8
@@ -72,13 +83,25 @@ struct sim_alloc {
 };
 
 /* Another process's allocation, opened here: its file tells one
- * allocation from another, whichever handle named it. */
+ * allocation from another, whichever handle named it. A range of VMM
+ * memory opened by vmm_open is one too, with vmm set (and no file: it may
+ * be mapped any number of times, as with CUDA). */
 struct sim_map {
   struct sim_map *next;
   unsigned char *base;
   size_t size;
   dev_t dev;
   ino_t ino;
+  int vmm;
+};
+
+/* VMM memory made here (vmm_alloc): `pieces` memfds of `piece` bytes each,
+ * fds[i] mapped at base + i·piece. */
+struct sim_vmm {
+  struct sim_vmm *next;
+  unsigned char *base;
+  size_t piece, pieces;
+  int *fds;
 };
 
 struct sim_event {
@@ -111,6 +134,7 @@ static const struct dash__cuda_host *g_host;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sim_alloc *g_allocs;
 static struct sim_map *g_maps;
+static struct sim_vmm *g_vmms;
 static struct sim_event *g_events;
 static struct sim_stream *g_streams;
 static struct sim_host *g_hosts;
@@ -180,6 +204,25 @@ static int map_holds(uintptr_t p, size_t bytes) {
   return 0;
 }
 
+/* The VMM memory made here that holds all of [p, p + bytes), or NULL;
+ * with g_lock held. */
+static struct sim_vmm *vmm_holding(uintptr_t p, size_t bytes) {
+  for (struct sim_vmm *v = g_vmms; v != NULL; v = v->next) {
+    uintptr_t base = (uintptr_t)v->base;
+    size_t size = v->piece * v->pieces;
+    if (p >= base && p - base < size && bytes <= size - (p - base))
+      return v;
+  }
+  return NULL;
+}
+
+/* Non-zero when [p, p + bytes) is memory of the device made here, in one
+ * allocation or in one range of VMM memory (its pieces are mapped back to
+ * back, so a kernel or copy may cross from one to the next). */
+static int own_holds(uintptr_t p, size_t bytes) {
+  return alloc_holding(p, bytes) != NULL || vmm_holding(p, bytes) != NULL;
+}
+
 /* The registration that holds all of [p, p + bytes), or NULL. */
 static struct sim_host *host_holding(uintptr_t p, size_t bytes) {
   for (struct sim_host *h = g_hosts; h != NULL; h = h->next)
@@ -204,6 +247,10 @@ static int device_overlaps(uintptr_t p, size_t bytes) {
       return 1;
   for (struct sim_map *m = g_maps; m != NULL; m = m->next)
     if (p < (uintptr_t)m->base + m->size && (uintptr_t)m->base < p + bytes)
+      return 1;
+  for (struct sim_vmm *v = g_vmms; v != NULL; v = v->next)
+    if (p < (uintptr_t)v->base + v->piece * v->pieces &&
+        (uintptr_t)v->base < p + bytes)
       return 1;
   return 0;
 }
@@ -231,8 +278,8 @@ static int check_device_memory(const char *what, const void *p, size_t bytes) {
   if (bytes == 0)
     return 0;
   pthread_mutex_lock(&g_lock);
-  int ok = p != NULL && (alloc_holding((uintptr_t)p, bytes) != NULL ||
-                         map_holds((uintptr_t)p, bytes));
+  int ok = p != NULL &&
+           (own_holds((uintptr_t)p, bytes) || map_holds((uintptr_t)p, bytes));
   pthread_mutex_unlock(&g_lock);
   if (!ok)
     return sim_fail(DASH_E_CUDA,
@@ -413,6 +460,7 @@ static int sim_export_mem(int device, const void *ptr, size_t bytes,
   pthread_mutex_lock(&g_lock);
   /* An empty range still names the byte it starts at. */
   struct sim_alloc *a = alloc_holding((uintptr_t)ptr, bytes ? bytes : 1);
+  int vmm = vmm_holding((uintptr_t)ptr, 1) != NULL;
   if (a != NULL) {
     memset(handle, 0, DASH_CUDA_IPC_HANDLE_BYTES);
     memcpy(handle, MEM_MAGIC, MAGIC_BYTES);
@@ -423,6 +471,13 @@ static int sim_export_mem(int device, const void *ptr, size_t bytes,
     *offset = (uint64_t)((const unsigned char *)ptr - a->base);
   }
   pthread_mutex_unlock(&g_lock);
+  /* As cudaIpcGetMemHandle refuses memory of cuMemCreate. */
+  if (vmm)
+    return sim_fail(DASH_E_BAD_MEMORY,
+                    "cudaIpcGetMemHandle(%p): invalid argument; memory from "
+                    "cuMemCreate (CUDA VMM, e.g. PyTorch's "
+                    "expandable_segments) cannot be shared through CUDA IPC",
+                    ptr);
   if (a == NULL)
     return sim_fail(DASH_E_BAD_MEMORY,
                     "[%p, +%zu bytes) is not memory of device 0 (or leaves "
@@ -508,7 +563,7 @@ static int sim_mem_open(const unsigned char handle[DASH_CUDA_IPC_HANDLE_BYTES],
   pthread_mutex_lock(&g_lock);
   int twice = 0;
   for (struct sim_map *o = g_maps; o != NULL; o = o->next)
-    twice |= o->dev == m->dev && o->ino == m->ino;
+    twice |= !o->vmm && o->dev == m->dev && o->ino == m->ino;
   if (!twice) {
     m->next = g_maps;
     g_maps = m;
@@ -543,7 +598,298 @@ static void sim_mem_close(void *base) {
     return;
   pthread_mutex_lock(&g_lock);
   for (struct sim_map **pp = &g_maps; *pp != NULL; pp = &(*pp)->next) {
-    if ((*pp)->base == base) {
+    if ((*pp)->base == base && !(*pp)->vmm) {
+      m = *pp;
+      *pp = m->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  if (m == NULL)
+    return;
+  munmap(m->base, m->size);
+  free(m);
+}
+
+/* VMM memory: CUDA's virtual memory API, shared as POSIX fds. */
+
+/* A memfd of `bytes` for a VMM allocation, sealed at its size as the
+ * device allocations are; -1 with errno set on failure. */
+static int vmm_memfd(size_t bytes) {
+  char name[64];
+  pthread_mutex_lock(&g_lock);
+  uint64_t id = g_next_id++;
+  pthread_mutex_unlock(&g_lock);
+  snprintf(name, sizeof(name), VMM_NAME "%" PRIu64, id);
+  int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0)
+    return -1;
+  if (ftruncate(fd, (off_t)bytes) < 0 ||
+      fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+/* Reserves `total` bytes of address space and maps the count fds into it
+ * one after another, sizes[i] bytes of each; MAP_FAILED with errno set on
+ * failure. */
+static void *vmm_map(const int *fds, const size_t *sizes, size_t count,
+                     size_t total) {
+  unsigned char *base =
+      mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+           -1, 0);
+  if (base == MAP_FAILED)
+    return MAP_FAILED;
+  size_t off = 0;
+  for (size_t i = 0; i < count; i++) {
+    if (mmap(base + off, sizes[i], PROT_READ | PROT_WRITE,
+             MAP_SHARED | MAP_FIXED, fds[i], 0) == MAP_FAILED) {
+      int e = errno;
+      munmap(base, total);
+      errno = e;
+      return MAP_FAILED;
+    }
+    off += sizes[i];
+  }
+  return base;
+}
+
+static void vmm_release(struct sim_vmm *v) {
+  if (v == NULL)
+    return;
+  if (v->base != NULL)
+    munmap(v->base, v->piece * v->pieces);
+  for (size_t i = 0; v->fds != NULL && i < v->pieces; i++)
+    if (v->fds[i] >= 0)
+      close(v->fds[i]);
+  free(v->fds);
+  free(v);
+}
+
+static int sim_vmm_alloc(int device, size_t piece, size_t pieces, void **ptr) {
+  int rc = 0;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  struct sim_vmm *v = NULL;
+  size_t *sizes = NULL;
+
+  if (ptr == NULL)
+    return sim_fail(DASH_E_INVALID, "ptr is NULL");
+  *ptr = NULL;
+  if ((rc = check_device(device)) < 0)
+    return rc;
+  if (piece == 0 || pieces == 0)
+    return sim_fail(DASH_E_INVALID, "%zu pieces of %zu bytes", pieces, piece);
+  /* The simulation's granularity is the page. */
+  if (piece > SIZE_MAX - page ||
+      (piece + page - 1) / page * page > (size_t)INT64_MAX / pieces)
+    return sim_fail(DASH_E_NOMEM, "%zu pieces of %zu bytes", pieces, piece);
+  piece = (piece + page - 1) / page * page;
+  v = calloc(1, sizeof(*v));
+  sizes = calloc(pieces, sizeof(*sizes));
+  if (v == NULL || sizes == NULL ||
+      (v->fds = calloc(pieces, sizeof(*v->fds))) == NULL) {
+    rc = sim_fail(DASH_E_NOMEM, "%zu pieces of VMM memory", pieces);
+    goto out;
+  }
+  v->piece = piece;
+  v->pieces = pieces;
+  for (size_t i = 0; i < pieces; i++)
+    v->fds[i] = -1;
+  for (size_t i = 0; i < pieces; i++) {
+    sizes[i] = piece;
+    if ((v->fds[i] = vmm_memfd(piece)) < 0) {
+      rc = sim_fail(DASH_E_NOMEM, "cuMemCreate(%zu bytes): %s", piece,
+                    strerror(errno));
+      goto out;
+    }
+  }
+  void *base = vmm_map(v->fds, sizes, pieces, piece * pieces);
+  if (base == MAP_FAILED) {
+    rc = sim_fail(DASH_E_NOMEM, "mapping %zu pieces of %zu bytes: %s", pieces,
+                  piece, strerror(errno));
+    goto out;
+  }
+  v->base = base;
+  pthread_mutex_lock(&g_lock);
+  v->next = g_vmms;
+  g_vmms = v;
+  pthread_mutex_unlock(&g_lock);
+  *ptr = base;
+  v = NULL;
+out:
+  vmm_release(v);
+  free(sizes);
+  return rc;
+}
+
+static void sim_vmm_free(void *ptr) {
+  struct sim_vmm *v = NULL;
+  if (ptr == NULL)
+    return;
+  pthread_mutex_lock(&g_lock);
+  for (struct sim_vmm **pp = &g_vmms; *pp != NULL; pp = &(*pp)->next) {
+    if ((*pp)->base == ptr) {
+      v = *pp;
+      *pp = v->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  vmm_release(v);
+}
+
+static int sim_vmm_owns(int device, const void *ptr) {
+  if (device != 0 || ptr == NULL)
+    return 0;
+  pthread_mutex_lock(&g_lock);
+  int owns = vmm_holding((uintptr_t)ptr, 1) != NULL;
+  pthread_mutex_unlock(&g_lock);
+  return owns;
+}
+
+static int sim_vmm_export(int device, const void *ptr, size_t bytes, int *fds,
+                          uint64_t *sizes, size_t max, size_t *count,
+                          uint64_t *offset) {
+  int rc = 0;
+  size_t n = 0;
+  if (fds == NULL || sizes == NULL || count == NULL || offset == NULL)
+    return sim_fail(DASH_E_INVALID,
+                    "fds, sizes, count and offset must not be NULL");
+  *count = 0;
+  *offset = 0;
+  if (device < 0)
+    return sim_fail(DASH_E_INVALID, "export of %p: no device given", ptr);
+  if (device != 0)
+    return no_such_device(device);
+  /* An empty range still names the byte it starts at. */
+  uintptr_t p = (uintptr_t)ptr;
+  size_t span = bytes ? bytes : 1;
+  pthread_mutex_lock(&g_lock);
+  struct sim_vmm *v = p != 0 ? vmm_holding(p, span) : NULL;
+  if (v == NULL) {
+    rc = sim_fail(DASH_E_BAD_MEMORY,
+                  "[%p, +%zu bytes) is not VMM memory (cuMemCreate) of "
+                  "device 0 mapped back to back",
+                  ptr, bytes);
+    goto out;
+  }
+  size_t first = (p - (uintptr_t)v->base) / v->piece;
+  size_t last = (p + span - 1 - (uintptr_t)v->base) / v->piece;
+  if (last - first >= max) {
+    rc = sim_fail(DASH_E_TOO_LARGE,
+                  "[%p, +%zu bytes) spans %zu physical allocations, more "
+                  "than %zu",
+                  ptr, bytes, last - first + 1, max);
+    goto out;
+  }
+  /* Under the lock: vmm_free cannot close the fds meanwhile. */
+  for (n = 0; n <= last - first; n++) {
+    fds[n] = fcntl(v->fds[first + n], F_DUPFD_CLOEXEC, 0);
+    if (fds[n] < 0) {
+      rc = sim_fail(DASH_E_CUDA, "cuMemExportToShareableHandle: %s",
+                    strerror(errno));
+      goto out;
+    }
+    sizes[n] = v->piece;
+  }
+  *offset = (uint64_t)(p - ((uintptr_t)v->base + first * v->piece));
+  *count = n;
+out:
+  pthread_mutex_unlock(&g_lock);
+  if (rc < 0)
+    for (size_t i = 0; i < n; i++)
+      close(fds[i]);
+  return rc;
+}
+
+/* 0 when fd is a VMM allocation of the simulation (a sealed memfd of
+ * vmm_alloc's) of at least `bytes`; else why not, as DASH_E_BAD_MEMORY. */
+static int vmm_check_fd(int fd, size_t i, uint64_t bytes) {
+  char path[64], link[128];
+  struct stat st;
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(path, link, sizeof(link) - 1);
+  link[n > 0 ? n : 0] = '\0';
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || seals < 0 ||
+      (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) !=
+          (F_SEAL_SHRINK | F_SEAL_GROW) ||
+      strncmp(link, "/memfd:" VMM_NAME, strlen("/memfd:" VMM_NAME)) != 0)
+    return sim_fail(DASH_E_BAD_MEMORY,
+                    "cuMemImportFromShareableHandle: fd %d (piece %zu, %s) "
+                    "is no CUDA allocation",
+                    fd, i, link[0] != '\0' ? link : "closed");
+  if ((uint64_t)st.st_size < bytes)
+    return sim_fail(DASH_E_BAD_MEMORY,
+                    "cuMemMap: piece %zu: %" PRIu64
+                    " bytes of fd %d, "
+                    "whose allocation has %lld (invalid argument)",
+                    i, bytes, fd, (long long)st.st_size);
+  return 0;
+}
+
+static int sim_vmm_open(const int *fds, const uint64_t *sizes, size_t count,
+                        void **base) {
+  int rc = 0;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), total = 0;
+  size_t *lens = NULL;
+  void *map = MAP_FAILED;
+  struct sim_map *m = NULL;
+
+  if (base == NULL || fds == NULL || sizes == NULL || count == 0)
+    return sim_fail(DASH_E_INVALID,
+                    "fds, sizes and base must not be NULL, count not 0");
+  *base = NULL;
+  for (size_t i = 0; i < count; i++) {
+    /* cuMemMap takes whole granules only. */
+    if (sizes[i] == 0 || sizes[i] % page != 0 || sizes[i] > SIZE_MAX - total)
+      return sim_fail(DASH_E_BAD_MEMORY,
+                      "piece %zu: %" PRIu64 " bytes is no size to map", i,
+                      sizes[i]);
+    total += (size_t)sizes[i];
+    if ((rc = vmm_check_fd(fds[i], i, sizes[i])) < 0)
+      return rc;
+  }
+  lens = calloc(count, sizeof(*lens));
+  m = calloc(1, sizeof(*m));
+  if (lens == NULL || m == NULL) {
+    rc = sim_fail(DASH_E_NOMEM, "mapping %zu pieces of VMM memory", count);
+    goto out;
+  }
+  for (size_t i = 0; i < count; i++)
+    lens[i] = (size_t)sizes[i];
+  map = vmm_map(fds, lens, count, total);
+  if (map == MAP_FAILED) {
+    rc = sim_fail(DASH_E_BAD_MEMORY, "mapping %zu pieces of VMM memory: %s",
+                  count, strerror(errno));
+    goto out;
+  }
+  m->base = map;
+  m->size = total;
+  m->vmm = 1;
+  pthread_mutex_lock(&g_lock);
+  m->next = g_maps;
+  g_maps = m;
+  pthread_mutex_unlock(&g_lock);
+  *base = map;
+  m = NULL;
+out:
+  free(lens);
+  free(m);
+  return rc;
+}
+
+static void sim_vmm_close(void *base, const uint64_t *sizes, size_t count) {
+  struct sim_map *m = NULL;
+  if (base == NULL)
+    return;
+  pthread_mutex_lock(&g_lock);
+  for (struct sim_map **pp = &g_maps; *pp != NULL; pp = &(*pp)->next) {
+    if ((*pp)->base == base && (*pp)->vmm) {
       m = *pp;
       *pp = m->next;
       break;
@@ -645,7 +991,7 @@ static void trace(const char *fmt, ...) {
 
 /* Whose memory p is, for the trace; with g_lock held. */
 static const char *owner(const void *p, size_t bytes) {
-  if (alloc_holding((uintptr_t)p, bytes) != NULL)
+  if (own_holds((uintptr_t)p, bytes))
     return "own";
   return map_holds((uintptr_t)p, bytes) ? "peer" : "host";
 }
@@ -801,9 +1147,9 @@ static int sim_host_unregister(int device, void *p) {
  * that forgot to page-lock. */
 static int check_copy_memory(const char *what, const void *p, size_t bytes) {
   pthread_mutex_lock(&g_lock);
-  int ok = p != NULL && (alloc_holding((uintptr_t)p, bytes) != NULL ||
-                         map_holds((uintptr_t)p, bytes) ||
-                         host_holding((uintptr_t)p, bytes) != NULL);
+  int ok = p != NULL &&
+           (own_holds((uintptr_t)p, bytes) || map_holds((uintptr_t)p, bytes) ||
+            host_holding((uintptr_t)p, bytes) != NULL);
   pthread_mutex_unlock(&g_lock);
   if (!ok)
     return sim_fail(DASH_E_CUDA,
@@ -849,8 +1195,16 @@ static int sim_mem_check(int device, const void *ptr, size_t bytes) {
   pthread_mutex_lock(&g_lock);
   /* An empty range still names the byte it starts at. */
   size_t span = bytes ? bytes : 1;
-  int ok = ptr != NULL && (alloc_holding((uintptr_t)ptr, span) != NULL ||
-                           map_holds((uintptr_t)ptr, span));
+  uintptr_t p = (uintptr_t)ptr;
+  struct sim_vmm *v = vmm_holding(p, span);
+  /* The real check asks cuMemGetAddressRange, which is reported to give
+   * one physical allocation of VMM memory, not the range it is mapped in:
+   * a range that crosses into the next allocation is refused. */
+  int in_piece =
+      v != NULL && (p - (uintptr_t)v->base) / v->piece ==
+                       (p + span - 1 - (uintptr_t)v->base) / v->piece;
+  int ok = ptr != NULL &&
+           (alloc_holding(p, span) != NULL || map_holds(p, span) || in_piece);
   pthread_mutex_unlock(&g_lock);
   if (!ok)
     return sim_fail(DASH_E_BAD_MEMORY,
@@ -934,6 +1288,12 @@ static const struct dash__cuda_ipc kIpc = {
     .copy_on = sim_copy_on,
     .event_sync = sim_event_sync,
     .mem_check = sim_mem_check,
+    .vmm_owns = sim_vmm_owns,
+    .vmm_export = sim_vmm_export,
+    .vmm_open = sim_vmm_open,
+    .vmm_close = sim_vmm_close,
+    .vmm_alloc = sim_vmm_alloc,
+    .vmm_free = sim_vmm_free,
 };
 
 static const struct dash__cuda_plugin kPlugin = {

@@ -7,11 +7,13 @@
  * DASH_CUDA_PLUGIN=$<TARGET_FILE:dash_cuda_sim>.
  *
  * Memory is shared with a forked child, the exporter: it allocates, fills
- * and exports, sends the handle up a pipe, and waits for commands; the
- * test (the importer) opens and checks. */
+ * and exports, sends the handle up a pipe (or, for VMM memory, its fds
+ * over a Unix socket), and waits for commands; the test (the importer)
+ * opens and checks. */
 #define _GNU_SOURCE
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -19,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -677,6 +681,369 @@ START_TEST(test_cuda_sim_tools_move_memory_and_have_no_roofline) {
 }
 END_TEST
 
+/* CUDA_VMM_FD. */
+
+/* Physical allocations of the VMM memory the tests make, and the floats
+ * of the buffer shared across the first two of them. */
+enum { kPieces = 3, kSpan = 64 };
+
+static size_t page_size(void) {
+  return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* The fds this process has open: a call that leaks one changes it. */
+static int open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  ck_assert_ptr_nonnull(d);
+  while (readdir(d) != NULL)
+    n++;
+  closedir(d);
+  return n;
+}
+
+/* Sends len bytes of data and n fds in one message. */
+static int send_fds(int sock, const int *fds, size_t n, const void *data,
+                    size_t len) {
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * kPieces)];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+  struct msghdr mh;
+  if (n > kPieces)
+    return -1;
+  memset(&mh, 0, sizeof(mh));
+  memset(&ctl, 0, sizeof(ctl));
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  if (n > 0) {
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
+  }
+  return sendmsg(sock, &mh, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* Receives what send_fds sent: len bytes into data, the fds (at most
+ * kPieces) into fds; the number of fds, or -1. */
+static int recv_fds(int sock, int *fds, void *data, size_t len) {
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * kPieces)];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {.iov_base = data, .iov_len = len};
+  struct msghdr mh;
+  int n = 0;
+  memset(&mh, 0, sizeof(mh));
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = ctl.buf;
+  mh.msg_controllen = sizeof(ctl.buf);
+  if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) != (ssize_t)len ||
+      (mh.msg_flags & MSG_CTRUNC) != 0)
+    return -1;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL;
+       c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    if (k > (size_t)(kPieces - n))
+      return -1;
+    memcpy(fds + n, CMSG_DATA(c), k * sizeof(int));
+    n += (int)k;
+  }
+  return n;
+}
+
+/* What the VMM exporter sends with its fds. */
+struct vmm_export_msg {
+  uint64_t sizes[kPieces];
+  uint64_t count;
+  uint64_t offset;
+};
+
+/* The child's side: VMM memory of kPieces pages holding 1, 2, 3, … as
+ * floats, of which it exports the kSpan floats that start kSpan/2 before
+ * the end of the first piece; exits 10 when the importer changed the last
+ * of them to −1 and said 'w', another code when something failed. */
+static int vmm_exporter_main(int sock) {
+  const struct dash__cuda_ipc *x = dash__cuda_load_plugin(NULL)->ipc;
+  size_t per = page_size() / sizeof(float);
+  struct vmm_export_msg msg;
+  int fds[kPieces];
+  size_t count = 0;
+  float *v = NULL;
+  char cmd = 0;
+  memset(&msg, 0, sizeof(msg));
+  if (x->vmm_alloc(0, page_size(), kPieces, (void **)&v) != 0)
+    return 1;
+  for (size_t i = 0; i < kPieces * per; i++)
+    v[i] = (float)(i + 1);
+  float *buf = v + per - kSpan / 2;
+  if (x->vmm_export(0, buf, kSpan * sizeof(float), fds, msg.sizes, kPieces,
+                    &count, &msg.offset) != 0)
+    return 2;
+  msg.count = count;
+  int sent = send_fds(sock, fds, count, &msg, sizeof(msg));
+  for (size_t i = 0; i < count; i++)
+    close(fds[i]);
+  if (sent < 0)
+    return 3;
+  if (read_all(sock, &cmd, 1) < 0 || cmd != 'w')
+    return 4;
+  int status = buf[kSpan - 1] == -1.0f ? 10 : 5;
+  x->vmm_free(v);
+  return status;
+}
+
+START_TEST(test_cuda_sim_shares_vmm_memory_with_another_process) {
+  const struct dash__cuda_ipc *x = ipc(); /* loaded here, so the child has it */
+  size_t page = page_size(), per = page / sizeof(float);
+  struct vmm_export_msg msg;
+  int sv[2], fds[kPieces], status = 0;
+  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    close(sv[0]);
+    _exit(vmm_exporter_main(sv[1]));
+  }
+  close(sv[1]);
+  int n = recv_fds(sv[0], fds, &msg, sizeof(msg));
+  /* The buffer spans the first two pieces; the fds are of those. */
+  ck_assert_int_eq(n, 2);
+  ck_assert_uint_eq(msg.count, 2);
+  ck_assert_uint_eq(msg.sizes[0], page);
+  ck_assert_uint_eq(msg.sizes[1], page);
+  ck_assert_uint_eq(msg.offset, page - kSpan / 2 * sizeof(float));
+
+  void *base = NULL;
+  ck_assert_int_eq(x->vmm_open(fds, msg.sizes, msg.count, &base), 0);
+  ck_assert_ptr_nonnull(base);
+  float *buf = (float *)((char *)base + msg.offset);
+  for (size_t i = 0; i < kSpan; i++)
+    ck_assert_float_eq(buf[i], (float)(per - kSpan / 2 + i + 1));
+  /* The mapping is device memory here, across the pieces: copies from it
+   * and into it run, and one into it reaches the exporter. */
+  float *mine = dev_alloc(kSpan * sizeof(float));
+  ck_assert_int_eq(x->copy(mine, buf, kSpan * sizeof(float), NULL), 0);
+  ck_assert_int_eq(memcmp(mine, buf, kSpan * sizeof(float)), 0);
+  mine[0] = -1.0f;
+  ck_assert_int_eq(x->copy(buf + kSpan - 1, mine, sizeof(float), NULL), 0);
+  /* Past what was opened, it is not. */
+  ck_assert_int_eq(x->copy(mine, (char *)base + 2 * page - 4, 8, NULL),
+                   DASH_E_CUDA);
+  ck_assert_int_eq(write_all(sv[0], "w", 1), 0);
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status), "the exporter died (status %d)", status);
+  ck_assert_int_eq(WEXITSTATUS(status), 10);
+  /* The mapping outlives the exporter, as CUDA's does. */
+  ck_assert_float_eq(buf[0], (float)(per - kSpan / 2 + 1));
+  x->vmm_close(base, msg.sizes, msg.count);
+  x->free(mine);
+  for (int i = 0; i < n; i++)
+    close(fds[i]);
+  close(sv[0]);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_vmm_export_takes_one_range_of_vmm_memory_only) {
+  const struct dash__cuda_ipc *x = ipc();
+  size_t page = page_size();
+  char *v = NULL, *plain = dev_alloc(page), host[16];
+  int fds[kPieces];
+  uint64_t sizes[kPieces], off = 0;
+  size_t count = 0;
+  unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES];
+  ck_assert_int_eq(x->vmm_alloc(0, page - 100, kPieces, (void **)&v), 0);
+  ck_assert_ptr_nonnull(v);
+  int before = open_fds();
+
+  /* The granularity rounds the pieces up. */
+  ck_assert_int_eq(x->vmm_owns(0, v), 1);
+  ck_assert_int_eq(x->vmm_owns(0, v + kPieces * page - 1), 1);
+  ck_assert_int_eq(x->vmm_owns(0, v + kPieces * page), 0);
+  ck_assert_int_eq(x->vmm_owns(0, plain), 0);
+  ck_assert_int_eq(x->vmm_owns(0, host), 0);
+  ck_assert_int_eq(x->vmm_owns(1, v), 0);
+
+  /* All of it, one piece, and a range across two. */
+  ck_assert_int_eq(
+      x->vmm_export(0, v, kPieces * page, fds, sizes, kPieces, &count, &off),
+      0);
+  ck_assert_uint_eq(count, kPieces);
+  ck_assert_uint_eq(off, 0);
+  for (size_t i = 0; i < count; i++) {
+    ck_assert_uint_eq(sizes[i], page);
+    close(fds[i]);
+  }
+  ck_assert_int_eq(
+      x->vmm_export(0, v + page + 5, 10, fds, sizes, 1, &count, &off), 0);
+  ck_assert_uint_eq(count, 1);
+  ck_assert_uint_eq(off, 5);
+  close(fds[0]);
+  ck_assert_int_eq(
+      x->vmm_export(0, v + 2 * page - 8, 16, fds, sizes, kPieces, &count, &off),
+      0);
+  ck_assert_uint_eq(count, 2);
+  ck_assert_uint_eq(off, page - 8);
+  close(fds[0]);
+  close(fds[1]);
+
+  /* Plain device memory, host memory, past the end, more pieces than
+   * asked for: refused, with no fd left open. */
+  ck_assert_int_eq(
+      x->vmm_export(0, plain, 16, fds, sizes, kPieces, &count, &off),
+      DASH_E_BAD_MEMORY);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "not VMM memory"));
+  ck_assert_int_eq(
+      x->vmm_export(0, host, sizeof(host), fds, sizes, kPieces, &count, &off),
+      DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->vmm_export(0, v + kPieces * page - 8, 16, fds, sizes,
+                                 kPieces, &count, &off),
+                   DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(x->vmm_export(0, v + kPieces * page, 0, fds, sizes, kPieces,
+                                 &count, &off),
+                   DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(
+      x->vmm_export(0, v, SIZE_MAX, fds, sizes, kPieces, &count, &off),
+      DASH_E_BAD_MEMORY);
+  ck_assert_int_eq(
+      x->vmm_export(0, v + page - 8, 16, fds, sizes, 1, &count, &off),
+      DASH_E_TOO_LARGE);
+  ck_assert_int_eq(
+      x->vmm_export(0, v, kPieces * page, fds, sizes, 2, &count, &off),
+      DASH_E_TOO_LARGE);
+  ck_assert_uint_eq(count, 0);
+  ck_assert_int_eq(x->vmm_export(1, v, 16, fds, sizes, 1, &count, &off),
+                   DASH_E_CUDA);
+  ck_assert_int_eq(x->vmm_export(-1, v, 16, fds, sizes, 1, &count, &off),
+                   DASH_E_INVALID);
+  ck_assert_int_eq(open_fds(), before);
+
+  /* Legacy IPC refuses VMM memory, as cudaIpcGetMemHandle does; host
+   * registration too. A check without export takes one piece, as
+   * cuMemGetAddressRange is reported to. */
+  ck_assert_int_eq(x->export_mem(0, v, 16, h, &off), DASH_E_BAD_MEMORY);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "cuMemCreate"));
+  ck_assert_int_eq(x->host_register(0, v + 16, 16), DASH_E_CUDA);
+  ck_assert_int_eq(x->mem_check(0, v + page, page), 0);
+  ck_assert_int_eq(x->mem_check(0, v + page - 8, 16), DASH_E_BAD_MEMORY);
+
+  /* Freed, it is nobody's. */
+  x->vmm_free(v);
+  ck_assert_int_eq(x->vmm_owns(0, v), 0);
+  ck_assert_int_eq(x->vmm_export(0, v, 16, fds, sizes, 1, &count, &off),
+                   DASH_E_BAD_MEMORY);
+  x->vmm_free(NULL);
+  x->free(plain);
+}
+END_TEST
+
+START_TEST(test_cuda_sim_vmm_open_takes_vmm_allocations_of_their_size_only) {
+  const struct dash__cuda_ipc *x = ipc();
+  size_t page = page_size();
+  char *v = NULL, *base = NULL;
+  int fds[2], pipe_fds[2];
+  uint64_t sizes[2], off = 0;
+  size_t count = 0;
+  ck_assert_int_eq(x->vmm_alloc(-1, page, 2, (void **)&v), 0);
+  ck_assert_int_eq(x->vmm_export(0, v, 2 * page, fds, sizes, 2, &count, &off),
+                   0);
+  ck_assert_uint_eq(count, 2);
+  ck_assert_int_eq(pipe(pipe_fds), 0);
+  FILE *file = tmpfile();
+  ck_assert_ptr_nonnull(file);
+  ck_assert_int_eq(ftruncate(fileno(file), (off_t)page), 0);
+  int foreign = memfd_create("not-a-vmm-allocation", MFD_CLOEXEC);
+  ck_assert_int_ge(foreign, 0);
+  ck_assert_int_eq(ftruncate(foreign, (off_t)page), 0);
+  int before = open_fds();
+
+  /* Opened here too, as CUDA allows: the same memory, twice over. */
+  ck_assert_int_eq(x->vmm_open(fds, sizes, 2, (void **)&base), 0);
+  ck_assert_ptr_ne(base, v);
+  v[page + 3] = 42;
+  ck_assert_int_eq(base[page + 3], 42);
+  x->vmm_close(base, sizes, 2);
+
+  /* More than an fd holds, or less than a granule. */
+  uint64_t big[2] = {page, 2 * page}, odd[2] = {page, page - 1};
+  ck_assert_int_eq(x->vmm_open(fds, big, 2, (void **)&base), DASH_E_BAD_MEMORY);
+  ck_assert_ptr_nonnull(strstr(dash_last_error(), "allocation has"));
+  ck_assert_ptr_null(base);
+  ck_assert_int_eq(x->vmm_open(fds, odd, 2, (void **)&base), DASH_E_BAD_MEMORY);
+  /* fds that are no VMM allocation: a pipe, a file, a memfd of someone
+   * else's, one not open. */
+  int others[] = {pipe_fds[0], fileno(file), foreign, -1};
+  for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+    int two[2] = {fds[0], others[i]};
+    ck_assert_int_eq(x->vmm_open(two, sizes, 2, (void **)&base),
+                     DASH_E_BAD_MEMORY);
+    ck_assert_ptr_nonnull(strstr(dash_last_error(), "no CUDA allocation"));
+    ck_assert_ptr_null(base);
+  }
+  ck_assert_int_eq(x->vmm_open(fds, sizes, 0, (void **)&base), DASH_E_INVALID);
+  ck_assert_int_eq(x->vmm_open(NULL, sizes, 2, (void **)&base), DASH_E_INVALID);
+  ck_assert_int_eq(open_fds(), before);
+  x->vmm_close(NULL, sizes, 2);
+
+  close(foreign);
+  fclose(file);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  close(fds[0]);
+  close(fds[1]);
+  x->vmm_free(v);
+}
+END_TEST
+
+/* The trace names VMM memory made here "own" and VMM memory opened here
+ * "peer", as for allocations and IPC mappings. */
+START_TEST(test_cuda_sim_traces_vmm_memory_as_own_and_opened_as_peer) {
+  char path[] = "/tmp/dash-sim-trace-XXXXXX";
+  int tfd = mkstemp(path);
+  ck_assert_int_ge(tfd, 0);
+  /* Read when the simulation loads, which in this test's process is
+   * now. */
+  ck_assert_int_eq(setenv("DASH_CUDA_SIM_TRACE", path, 1), 0);
+  const struct dash__cuda_ipc *x = ipc();
+  size_t page = page_size();
+  char *v = NULL, *base = NULL;
+  int fds[2];
+  uint64_t sizes[2], off = 0;
+  size_t count = 0;
+  ck_assert_int_eq(x->vmm_alloc(0, page, 2, (void **)&v), 0);
+  ck_assert_int_eq(x->vmm_export(0, v, 2 * page, fds, sizes, 2, &count, &off),
+                   0);
+  ck_assert_int_eq(x->vmm_open(fds, sizes, count, (void **)&base), 0);
+  ck_assert_int_eq(x->copy(base, v + page - 8, 16, NULL), 0);
+  ck_assert_int_eq(x->copy(v, base + page - 8, 16, NULL), 0);
+  x->vmm_close(base, sizes, count);
+  close(fds[0]);
+  close(fds[1]);
+  x->vmm_free(v);
+
+  char trace[512] = {0};
+  ssize_t n = read(tfd, trace, sizeof(trace) - 1);
+  close(tfd);
+  unlink(path);
+  unsetenv("DASH_CUDA_SIM_TRACE");
+  /* Without fork mode the simulation was loaded by an earlier test,
+   * without the trace: there is nothing to check. */
+  if (n == 0)
+    return;
+  ck_assert_int_gt(n, 0);
+  ck_assert_msg(strstr(trace, " peer own\n") != NULL, "trace: %s", trace);
+  ck_assert_msg(strstr(trace, " own peer\n") != NULL, "trace: %s", trace);
+}
+END_TEST
+
 /* The daemon calls from its loop and its worker thread at once. */
 static void *churn(void *arg) {
   const struct dash__cuda_ipc *x = arg;
@@ -694,6 +1061,22 @@ static void *churn(void *arg) {
         x->copy_on(0, host, q, sizeof(host), s) != 0 ||
         x->event_sync(0, ev) != 0 || x->host_unregister(0, host) != 0)
       return (void *)1;
+    void *v = NULL, *opened = NULL;
+    int fds[2];
+    uint64_t sizes[2];
+    size_t count = 0;
+    if (x->vmm_alloc(0, 4096, 2, &v) != 0 ||
+        x->vmm_export(0, (char *)v + 4000, 200, fds, sizes, 2, &count, &off) !=
+            0 ||
+        count != 2 || off != 4000)
+      return (void *)1;
+    int rc = x->vmm_open(fds, sizes, count, &opened);
+    close(fds[0]);
+    close(fds[1]);
+    if (rc != 0 || x->copy(q, (char *)opened + 4000, 200, s) != 0)
+      return (void *)1;
+    x->vmm_close(opened, sizes, count);
+    x->vmm_free(v);
     x->event_destroy(ev);
     x->stream_destroy(s);
     x->free(q);
@@ -739,6 +1122,12 @@ static Suite *cuda_sim_suite(void) {
   tcase_set_timeout(tc, TEST_TIMEOUT_S);
   suite_add_tcase(s, tc);
 
+  tc = tcase_create("vmm");
+  tcase_add_test(tc, test_cuda_sim_shares_vmm_memory_with_another_process);
+  tcase_add_test(tc, test_cuda_sim_traces_vmm_memory_as_own_and_opened_as_peer);
+  tcase_set_timeout(tc, TEST_TIMEOUT_S);
+  suite_add_tcase(s, tc);
+
   tc = tcase_create("bad input");
   tcase_add_test(tc, test_cuda_sim_rejects_a_bad_magic);
   tcase_add_test(tc, test_cuda_sim_rejects_an_out_of_range_export);
@@ -747,6 +1136,10 @@ static Suite *cuda_sim_suite(void) {
   tcase_add_test(tc, test_cuda_sim_refuses_a_handle_of_a_dead_exporter);
   tcase_add_test(tc, test_cuda_sim_refuses_a_handle_of_this_process);
   tcase_add_test(tc, test_cuda_sim_execute_device_refuses_host_memory);
+  tcase_add_test(tc,
+                 test_cuda_sim_vmm_export_takes_one_range_of_vmm_memory_only);
+  tcase_add_test(
+      tc, test_cuda_sim_vmm_open_takes_vmm_allocations_of_their_size_only);
   tcase_set_timeout(tc, TEST_TIMEOUT_S);
   suite_add_tcase(s, tc);
   return s;

@@ -596,10 +596,10 @@ static void raw_send_bytes(raw_conn *r, const void *buf, size_t len,
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
     union {
       struct cmsghdr h;
-      char space[CMSG_SPACE(64 * sizeof(int))];
+      char space[CMSG_SPACE((DASH_WIRE_MAX_FDS + 1) * sizeof(int))];
     } ctl;
     if (off == 0 && nfds > 0) {
-      ck_assert_int_le(nfds, 64);
+      ck_assert_int_le(nfds, DASH_WIRE_MAX_FDS + 1);
       memset(&ctl, 0, sizeof(ctl));
       msg.msg_control = ctl.space;
       msg.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
@@ -2765,6 +2765,164 @@ START_TEST(test_cuda_ipc_unregister_waits_for_the_daemon) {
 }
 END_TEST
 
+/* CUDA_VMM_FD: memory of CUDA's virtual memory API (PyTorch's
+ * expandable_segments), which legacy IPC handles cannot share, goes as
+ * the fds of its physical allocations. Both buffers here span two of
+ * them, at offsets. */
+START_TEST(test_cuda_vmm_matches_in_process_roots) {
+  const size_t n = 4, b = 256, count = n * b * b;
+  const size_t mib = (size_t)1 << 20;
+  daemon_proc d;
+  dash_client *c;
+  dash_stack *s;
+  dash_refresh_info info;
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  void *pool = NULL;
+  /* 1 MiB pieces (2 MiB on a GPU, its granularity): the statistics
+   * (1 MiB) at 1.5 MiB and the results (2 MiB) at 3 MiB cross a piece's
+   * end either way. */
+  ck_assert_msg(p->ipc->vmm_alloc(0, mib, 6, &pool) == 0, "vmm_alloc: %s",
+                dash_last_error());
+  float *stats_dev = (float *)((char *)pool + 3 * mib / 2);
+  float *results_dev = (float *)((char *)pool + 3 * mib);
+  ck_assert_int_ne(p->ipc->vmm_owns(0, stats_dev), 0);
+  dash_stack_options o = stack_opts(n, b, DASH_METHOD_EVD, 2);
+  float *stats = xcalloc(count, sizeof(float));
+  float *ref = xcalloc(count, sizeof(float));
+  float *got = xcalloc(count, sizeof(float));
+  known_blocks(stats, n, b, 9, 1.0, 0);
+  reference_roots(ref, stats, n, b, &o);
+  dev_put(p, stats_dev, stats, count * sizeof(float));
+
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_OK(dash_stack_create_cuda(c, &o, 0, stats_dev, results_dev, &s));
+  DASH_OK(dash_step(s, 7, NULL));
+  DASH_EQ(dash_sync(s, -1, &info), 1);
+  ck_assert_uint_eq(info.step, 7);
+  const float *res = dash_stack_result_cuda(s);
+  ck_assert_ptr_nonnull(res);
+  dev_get(p, got, res, count * sizeof(float));
+  assert_matches(got, ref, n, b, "CUDA_VMM_FD");
+
+  /* dashctl status names the transport. */
+  raw_conn probe;
+  raw_open_hello(&probe, d.sock);
+  Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+  Dashpb__Status st = DASHPB__STATUS__INIT;
+  env.body_case = DASHPB__ENVELOPE__BODY_STATUS_REQUEST;
+  env.status_request = &st;
+  Dashpb__Envelope *reply = raw_request(&probe, &env, NULL, 0);
+  ck_assert_uint_eq(reply->status_reply->n_stacks, 1);
+  ck_assert_msg(
+      strncmp(reply->status_reply->stacks[0]->memory, "cuda-vmm GPU-", 13) == 0,
+      "memory '%s'", reply->status_reply->stacks[0]->memory);
+  dashpb__envelope__free_unpacked(reply, NULL);
+  raw_close(&probe);
+
+  DASH_EQ(dash_stack_destroy(s), 0);
+  dash_disconnect(c);
+  p->ipc->vmm_free(pool);
+  free(stats);
+  free(ref);
+  free(got);
+  daemon_stop(&d);
+}
+END_TEST
+
+START_TEST(test_cuda_vmm_rejects_bad_pieces) {
+  const size_t n = 2, b = 64, bytes = n * b * b * sizeof(float);
+  const size_t mib = (size_t)1 << 20;
+  daemon_proc d;
+  raw_conn rc;
+  cuda_reg r;
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  void *pool = NULL;
+  ck_assert_int_eq(p->ipc->vmm_alloc(0, mib, 2, &pool), 0);
+  cuda_bufs cb = {pool, (float *)pool, (float *)((char *)pool + bytes), 0};
+  /* The events and UUID of a CUDA_IPC registration; the buffers made
+   * VMM ones below. */
+  memset(&r, 0, sizeof(r));
+  ck_assert_int_eq(p->ipc->device_uuid(0, r.uuid, sizeof(r.uuid)), 0);
+  ck_assert_int_eq(p->ipc->event_create(0, &r.ev[0], r.h_step), 0);
+  ck_assert_int_eq(p->ipc->event_create(0, &r.ev[1], r.h_release), 0);
+  dashpb__register_stack__init(&r.reg);
+  dashpb__stack_options__init(&r.opts);
+  r.opts.num_blocks = n;
+  r.opts.block_size = b;
+  r.opts.root = 2;
+  r.opts.method = DASH_METHOD_EVD;
+  r.opts.max_steps = 10;
+  r.opts.tol = 1e-3;
+  r.opts.precision = DASH_PRECISION_FP32;
+  r.reg.options = &r.opts;
+  r.reg.transport = DASHPB__TRANSPORT__TRANSPORT_CUDA_VMM_FD;
+  r.reg.stats_bytes = bytes;
+  r.reg.result_bytes = 2 * bytes;
+  r.reg.device_uuid = r.uuid;
+  r.reg.step_event.data = r.h_step;
+  r.reg.step_event.len = sizeof(r.h_step);
+  r.reg.release_event.data = r.h_release;
+  r.reg.release_event.len = sizeof(r.h_release);
+  int fds[8];
+  uint64_t sizes[8];
+  size_t ns = 0, nr = 0;
+  dashpb__cuda_buffer__init(&r.stats);
+  dashpb__cuda_buffer__init(&r.result);
+  ck_assert_int_eq(p->ipc->vmm_export(0, cb.stats, bytes, fds, sizes, 4, &ns,
+                                      &r.stats.offset),
+                   0);
+  ck_assert_int_eq(p->ipc->vmm_export(0, cb.results, 2 * bytes, fds + ns,
+                                      sizes + ns, 4, &nr, &r.result.offset),
+                   0);
+  uint64_t off_s = r.stats.offset;
+  r.stats.bytes = bytes;
+  r.stats.n_piece_bytes = ns;
+  r.stats.piece_bytes = sizes;
+  r.result.bytes = 2 * bytes;
+  r.result.n_piece_bytes = nr;
+  r.result.piece_bytes = sizes + ns;
+  r.reg.stats_cuda = &r.stats;
+  r.reg.result_cuda = &r.result;
+  raw_open_hello(&rc, d.sock);
+  int nf = (int)(ns + nr);
+
+  /* Fewer fds than the buffers name. */
+  cuda_expect_refused(&rc, &r, DASH_E_INVALID, "fds left", fds, nf - 1);
+  /* A piece declared larger than its allocation. */
+  uint64_t real = sizes[0];
+  sizes[0] = real * 4;
+  cuda_expect_refused(&rc, &r, DASH_E_BAD_MEMORY, "statistics", fds, nf);
+  sizes[0] = real;
+  /* A buffer past the end of its pieces. */
+  r.stats.offset = real * ns;
+  cuda_expect_refused(&rc, &r, DASH_E_BAD_MEMORY, "inside its", fds, nf);
+  r.stats.offset = off_s;
+  /* More fds than the pieces named. */
+  int extra[9];
+  memcpy(extra, fds, (size_t)nf * sizeof(int));
+  extra[nf] = make_memfd(4096, 1);
+  cuda_expect_refused(&rc, &r, DASH_E_INVALID, "allocations", extra, nf + 1);
+  close(extra[nf]);
+  /* And a good one, after all that. */
+  Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+  env.body_case = DASHPB__ENVELOPE__BODY_REGISTER_STACK;
+  env.register_stack = &r.reg;
+  Dashpb__Envelope *reply = raw_request(&rc, &env, fds, nf);
+  ck_assert_msg(reply->status == 0, "a good registration failed: %s",
+                reply->message);
+  dashpb__envelope__free_unpacked(reply, NULL);
+  raw_close(&rc);
+  for (int i = 0; i < nf; i++)
+    close(fds[i]);
+  check_daemon_serves(&d);
+  cuda_reg_free(p, &r);
+  p->ipc->vmm_free(pool);
+  daemon_stop(&d);
+}
+END_TEST
+
 /* One line of the simulated GPU's trace (tests/cuda_sim.c). */
 typedef struct trace_op {
   char op;             /* R record, W stream wait, C copy */
@@ -2988,6 +3146,8 @@ static Suite *daemon_suite(void) {
     tcase_add_test(tc, test_cuda_ipc_pinned_stack_destroyed_mid_refresh);
     tcase_add_test(tc, test_cuda_ipc_trainer_death_frees_only_its_stacks);
     tcase_add_test(tc, test_cuda_ipc_unregister_waits_for_the_daemon);
+    tcase_add_test(tc, test_cuda_vmm_matches_in_process_roots);
+    tcase_add_test(tc, test_cuda_vmm_rejects_bad_pieces);
     if (cuda_simulated())
       tcase_add_test(tc, test_cuda_ipc_hand_over_is_stream_ordered);
     suite_add_tcase(s, tc);

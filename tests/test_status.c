@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/internal.h"
 #include "dash/roots.h"
 #include "dash/status.h"
 
@@ -104,6 +105,18 @@ static void *fail_elsewhere(void *arg) {
 
 /* The detail is per thread: a failure on another thread leaves this
  * thread's message as it was. */
+/* A failure may wrap the detail it replaces: the layers of the CUDA
+ * transport say what they were doing around what failed below. */
+START_TEST(test_status_failure_wraps_the_previous_detail) {
+  dash__fail(DASH_E_BAD_MEMORY, "fd %d is no allocation", 14);
+  ck_assert_int_eq(dash__fail(DASH_E_BAD_MEMORY, "cannot map the %s: %s",
+                              "statistics", dash_last_error()),
+                   DASH_E_BAD_MEMORY);
+  ck_assert_str_eq(dash_last_error(),
+                   "cannot map the statistics: fd 14 is no allocation");
+}
+END_TEST
+
 START_TEST(test_status_last_error_is_per_thread) {
   dash_roots_plan *plan = NULL;
   ck_assert_int_eq(dash_roots_plan_create(&plan, 4, 0, NULL), DASH_E_INVALID);
@@ -130,6 +143,7 @@ static Suite *status_suite(void) {
   tcase_set_timeout(tc, 10);
   tcase_add_test(tc, test_status_last_error_names_the_field);
   tcase_add_test(tc, test_status_last_error_is_per_thread);
+  tcase_add_test(tc, test_status_failure_wraps_the_previous_detail);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -128,6 +128,12 @@ DASH_API int dash_stack_create(dash_client *c, const dash_stack_options *o,
  *   trainer's stream with interprocess events, never by waiting on the
  *   CPU (see dash_step() and dash_sync()). The daemon's GPU must reach
  *   `device`: the same GPU, or a peer of the GPU of its `--device`.
+ *   Memory of CUDA's virtual memory API (cuMemCreate, as PyTorch's
+ *   expandable_segments allocates), which CUDA IPC handles cannot share,
+ *   goes as POSIX fds of its physical allocations instead (CUDA_VMM_FD):
+ *   they must have been made exportable
+ *   (CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR), and both buffers must
+ *   come from the same kind of memory.
  * - backend cpu (pinned SHM): libdash makes the shared memory that
  *   dash_stack_create() makes, page-locks it for `device`, and copies
  *   between it and the two buffers on the trainer's stream: the
@@ -147,7 +153,8 @@ DASH_API int dash_stack_create(dash_client *c, const dash_stack_options *o,
  *         runtime here; ::DASH_E_CUDA when a CUDA call fails (the
  *         host memory cannot be page-locked, an unknown device);
  *         ::DASH_E_UNSUPPORTED when the daemon computes on a GPU it
- *         cannot share memory with; ::DASH_E_LIMIT;
+ *         cannot share memory with, or VMM memory was not made
+ *         exportable; ::DASH_E_LIMIT;
  *         ::DASH_E_TOO_LARGE; ::DASH_E_DISCONNECTED; ::DASH_E_NOMEM.
  */
 DASH_API int dash_stack_create_cuda(dash_client *c, const dash_stack_options *o,

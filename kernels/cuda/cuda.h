@@ -76,6 +76,16 @@ int dash__cuda_ipc_copy_on(int device, void *dst, const void *src, size_t bytes,
                            void *stream);
 int dash__cuda_ipc_event_sync(int device, void *event);
 int dash__cuda_ipc_mem_check(int device, const void *ptr, size_t bytes);
+int dash__cuda_ipc_vmm_owns(int device, const void *ptr);
+int dash__cuda_ipc_vmm_export(int device, const void *ptr, size_t bytes,
+                              int *fds, uint64_t *sizes, size_t max,
+                              size_t *count, uint64_t *offset);
+int dash__cuda_ipc_vmm_open(const int *fds, const uint64_t *sizes, size_t count,
+                            void **base);
+void dash__cuda_ipc_vmm_close(void *base, const uint64_t *sizes, size_t count);
+int dash__cuda_ipc_vmm_alloc(int device, size_t piece, size_t pieces,
+                             void **ptr);
+void dash__cuda_ipc_vmm_free(void *ptr);
 
 /* Runs x; on failure stores the status in the enclosing function's `rc`
  * and jumps to its `out` label. */

@@ -54,7 +54,13 @@ static const struct dash__cuda_ipc kIpc = {dash__cuda_ipc_export_mem,
                                            dash__cuda_ipc_host_unregister,
                                            dash__cuda_ipc_copy_on,
                                            dash__cuda_ipc_event_sync,
-                                           dash__cuda_ipc_mem_check};
+                                           dash__cuda_ipc_mem_check,
+                                           dash__cuda_ipc_vmm_owns,
+                                           dash__cuda_ipc_vmm_export,
+                                           dash__cuda_ipc_vmm_open,
+                                           dash__cuda_ipc_vmm_close,
+                                           dash__cuda_ipc_vmm_alloc,
+                                           dash__cuda_ipc_vmm_free};
 
 static const struct dash__cuda_plugin kPlugin = {DASH_CUDA_PLUGIN_ABI,
                                                  sizeof(struct dash_roots_plan),
