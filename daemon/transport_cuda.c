@@ -99,6 +99,21 @@ static int map_ref(struct dashd_server *srv, uint64_t session,
   return 0;
 }
 
+/* A CudaBuffer is there and of the size the stack needs. */
+static int check_declared(const Dashpb__CudaBuffer *buf, uint64_t want,
+                          const char *what, const char *transport) {
+  if (buf == NULL)
+    return dash__fail(DASH_E_INVALID, "%s without the %s buffer", transport,
+                      what);
+  if (buf->bytes != want)
+    return dash__fail(DASH_E_INVALID,
+                      "the %s buffer is declared as %llu bytes; the stack "
+                      "needs %llu",
+                      what, (unsigned long long)buf->bytes,
+                      (unsigned long long)want);
+  return 0;
+}
+
 /* Opens the allocation of one CudaBuffer and checks that the buffer lies
  * inside it: a legacy handle opens the whole allocation, so the offset
  * and length are the client's word until checked here. */
@@ -107,23 +122,18 @@ static int open_buffer(struct dashd_server *srv, uint64_t session,
                        const Dashpb__CudaBuffer *buf, uint64_t want,
                        const char *what, struct dashd_cuda_map **map,
                        void **ptr) {
-  if (buf == NULL)
-    return dash__fail(DASH_E_INVALID, "CUDA_IPC without the %s buffer", what);
+  int rc = check_declared(buf, want, what, "CUDA_IPC");
+  if (rc < 0)
+    return rc;
   if (buf->handle.len != DASH_CUDA_IPC_HANDLE_BYTES)
     return dash__fail(DASH_E_INVALID,
                       "the %s handle has %zu bytes; a CUDA IPC handle has %d",
                       what, buf->handle.len, DASH_CUDA_IPC_HANDLE_BYTES);
-  if (buf->bytes != want)
-    return dash__fail(DASH_E_INVALID,
-                      "the %s buffer is declared as %llu bytes; the stack "
-                      "needs %llu",
-                      what, (unsigned long long)buf->bytes,
-                      (unsigned long long)want);
   if (buf->offset % sizeof(float) != 0)
     return dash__fail(DASH_E_BAD_MEMORY,
                       "the %s buffer's offset %llu is not a multiple of 4",
                       what, (unsigned long long)buf->offset);
-  int rc = map_ref(srv, session, buf->handle.data, ipc, map);
+  rc = map_ref(srv, session, buf->handle.data, ipc, map);
   if (rc < 0)
     return dash__fail(rc, "cannot open the %s buffer: %s", what,
                       dash_last_error());
@@ -151,15 +161,9 @@ static int open_vmm_buffer(struct dashd_server *srv, uint64_t session,
                            const char *what, const int *fds, size_t *used,
                            size_t nfds, struct dashd_cuda_map **map,
                            void **ptr) {
-  if (buf == NULL)
-    return dash__fail(DASH_E_INVALID, "CUDA_VMM_FD without the %s buffer",
-                      what);
-  if (buf->bytes != want)
-    return dash__fail(DASH_E_INVALID,
-                      "the %s buffer is declared as %llu bytes; the stack "
-                      "needs %llu",
-                      what, (unsigned long long)buf->bytes,
-                      (unsigned long long)want);
+  int rc = check_declared(buf, want, what, "CUDA_VMM_FD");
+  if (rc < 0)
+    return rc;
   size_t n = buf->n_piece_bytes;
   if (n == 0 || n > nfds - *used)
     return dash__fail(DASH_E_INVALID,
@@ -189,7 +193,7 @@ static int open_vmm_buffer(struct dashd_server *srv, uint64_t session,
     return dash__fail(DASH_E_NOMEM, "out of memory");
   }
   memcpy(pieces, buf->piece_bytes, n * sizeof(*pieces));
-  int rc = ipc->vmm_open(fds + *used, pieces, n, &m->base);
+  rc = ipc->vmm_open(fds + *used, pieces, n, &m->base);
   *used += n;
   if (rc < 0) {
     free(pieces);
