@@ -64,6 +64,8 @@ struct dash__stack_cuda {
   int pinned;
   void *locked[2]; /* the mappings page-locked so far */
   void *copy_event;
+  /* A call on the stack is under way (stack.c, stack_acquire). */
+  int busy;
 };
 
 struct dash_stack {

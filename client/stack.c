@@ -284,14 +284,30 @@ out:
 }
 
 /* Opens one of the daemon's event handles from its RegisterStackReply. */
-static int open_daemon_event(const struct dash__stack_cuda *g,
+static int open_daemon_event(const struct dash__stack_cuda *g, int device,
                              const ProtobufCBinaryData *h, const char *what,
                              void **ev) {
   if (h->len != DASH_CUDA_IPC_HANDLE_BYTES)
     return dash__fail(DASH_E_PROTOCOL,
                       "dashd sent a %s event handle of %zu bytes, not %d", what,
                       h->len, DASH_CUDA_IPC_HANDLE_BYTES);
-  return g->ipc->event_open(g->device, h->data, ev);
+  return g->ipc->event_open(device, h->data, ev);
+}
+
+/* This process's ordinal of the GPU with this UUID (the daemon's, where
+ * its events were made), or `fallback` when it is not visible here or
+ * the daemon did not say. */
+static int device_of(const struct dash__cuda_plugin *p, const char *uuid,
+                     int fallback) {
+  char have[64];
+  if (uuid == NULL || uuid[0] == '\0')
+    return fallback;
+  int n = p->device_count();
+  for (int i = 0; i < n; i++)
+    if (p->ipc->device_uuid(i, have, sizeof(have)) == 0 &&
+        strcmp(have, uuid) == 0)
+      return i;
+  return fallback;
 }
 
 /* What a CUDA stack's RegisterStack carries of its two buffers: legacy
@@ -419,11 +435,13 @@ int dash_stack_create_cuda(dash_client *c, const dash_stack_options *o,
     rc = dash__fail(DASH_E_PROTOCOL,
                     "dashd sent %zu result event handles, not 2",
                     rr->n_result_event);
+  /* Interprocess events are opened on the GPU that made them. */
+  int daemon_device = device_of(p, rr->device_uuid, device);
   if (rc == 0)
-    rc = open_daemon_event(g, &rr->snapshot_event, "snapshot",
+    rc = open_daemon_event(g, daemon_device, &rr->snapshot_event, "snapshot",
                            &g->snapshot_event);
   for (int k = 0; k < 2 && rc == 0; k++)
-    rc = open_daemon_event(g, &rr->result_event[k], "result",
+    rc = open_daemon_event(g, daemon_device, &rr->result_event[k], "result",
                            &g->result_event[k]);
   if (rc < 0) {
     /* Registered, but unusable here: the daemon lets go of it again. */
@@ -473,6 +491,39 @@ size_t dash_stack_block_size(const dash_stack *s) {
   return s != NULL ? s->b : 0;
 }
 
+/* Calls on one CUDA stack run one at a time: its events are recorded and
+ * waited for in the order of its requests, which the hand-over depends
+ * on (another thread's adoption must not overtake a Sync's release
+ * record, nor a dash_step's copy into the shared statistics another's
+ * snapshot). With c->mu held; waiting releases it. Host stacks need
+ * none of this: a dash_sync() waiting for a result must not hold up a
+ * dash_step() of the same stack. */
+static void stack_acquire(dash_stack *s) {
+  if (s->cuda == NULL)
+    return;
+  while (s->cuda->busy)
+    pthread_cond_wait(&s->c->cv, &s->c->mu);
+  s->cuda->busy = 1;
+}
+
+static void stack_release(dash_stack *s) {
+  if (s->cuda == NULL)
+    return;
+  s->cuda->busy = 0;
+  pthread_cond_broadcast(&s->c->cv);
+}
+
+/* Waits on the CPU for event without holding the connection's lock, so
+ * that the client's other stacks go on meanwhile. With c->mu held and
+ * the stack acquired. */
+static int sync_unlocked(dash_stack *s, void *event) {
+  struct dash__stack_cuda *g = s->cuda;
+  pthread_mutex_unlock(&s->c->mu);
+  int rc = g->ipc->event_sync(g->device, event);
+  pthread_mutex_lock(&s->c->mu);
+  return rc;
+}
+
 int dash_step(dash_stack *s, uint64_t step, void *cuda_stream) {
   Dashpb__Envelope req = DASHPB__ENVELOPE__INIT;
   Dashpb__Refresh refresh = DASHPB__REFRESH__INIT;
@@ -493,13 +544,8 @@ int dash_step(dash_stack *s, uint64_t step, void *cuda_stream) {
   req.refresh = &refresh;
 
   pthread_mutex_lock(&c->mu);
-  /* Recorded before the request, so that a RefreshDone of an older step
-   * read while waiting for the reply does not end this refresh. */
-  int was_in_flight = s->in_flight;
-  uint64_t was_step = s->want_step;
-  s->in_flight = 1;
-  s->want_step = step;
-  int rc = 0;
+  stack_acquire(s);
+  int rc = 0, sent = 0;
   if (g != NULL && g->pinned) {
     /* The daemon copies the shared statistics when the Refresh arrives,
      * so the copy into them must be complete before it is sent: the CPU
@@ -511,25 +557,42 @@ int dash_step(dash_stack *s, uint64_t step, void *cuda_stream) {
     if (rc == 0)
       rc = ipc->event_record(g->device, g->step_event, cuda_stream);
     if (rc == 0)
-      rc = ipc->event_sync(g->device, g->step_event);
+      rc = sync_unlocked(s, g->step_event);
   } else if (g != NULL) {
     /* The daemon's snapshot copy waits for this record: it comes after
      * the statistics update the trainer queued on its stream. */
     rc = g->ipc->event_record(g->device, g->step_event, cuda_stream);
   }
-  if (rc == 0)
+  /* Recorded before the request, so that a RefreshDone of an older step
+   * read while waiting for the reply does not end this refresh. */
+  int was_in_flight = s->in_flight;
+  uint64_t was_step = s->want_step;
+  if (rc == 0) {
+    s->in_flight = 1;
+    s->want_step = step;
     rc = dash__client_request_locked(c, &req, NULL, 0, &reply);
-  if (rc == 0 && g != NULL) {
+    sent = rc == 0;
+  }
+  if (sent && g != NULL) {
+    g->stream = cuda_stream;
     /* The daemon recorded its snapshot event before replying: the
      * trainer's next statistics update waits for the copy on the GPU. */
-    if (!g->pinned)
-      rc = g->ipc->stream_wait(g->device, cuda_stream, g->snapshot_event);
-    g->stream = cuda_stream;
+    if (!g->pinned && (rc = g->ipc->stream_wait(g->device, cuda_stream,
+                                                g->snapshot_event)) < 0) {
+      /* The refresh is under way all the same; without the wait on the
+       * stream, the CPU waits for the copy, so that the trainer's next
+       * update cannot overtake it. */
+      char why[256];
+      snprintf(why, sizeof(why), "%s", dash_last_error());
+      (void)sync_unlocked(s, g->snapshot_event);
+      rc = dash__fail(rc, "%s", why);
+    }
   }
-  if (rc < 0 && s->in_flight && s->want_step == step) {
+  if (!sent && rc < 0 && s->in_flight && s->want_step == step) {
     s->in_flight = was_in_flight;
     s->want_step = was_step;
   }
+  stack_release(s);
   pthread_mutex_unlock(&c->mu);
   if (reply != NULL)
     dashpb__envelope__free_unpacked(reply, NULL);
@@ -586,6 +649,7 @@ static int adopt(dash_stack *s) {
   sync.stack_id = s->id;
   req.body_case = DASHPB__ENVELOPE__BODY_SYNC;
   req.sync = &sync;
+  stack_acquire(s);
   /* Without this, a daemon that adopts nothing for a pushed generation
    * would cost a round trip on every later dash_sync(s, 0, ...). */
   s->synced_generation = s->pushed_generation;
@@ -594,7 +658,7 @@ static int adopt(dash_stack *s) {
     /* The daemon may write the shared slot held once this Sync lets go
      * of it: the copy out of it must be complete (it usually is long
      * since). */
-    rc = g->ipc->event_sync(g->device, g->copy_event);
+    rc = sync_unlocked(s, g->copy_event);
   } else if (g != NULL) {
     /* A CUDA stack's trainer may still have kernels queued that read the
      * slot it holds: the daemon writes that slot, once this Sync lets go
@@ -644,15 +708,23 @@ static int adopt(dash_stack *s) {
     s->held = g->results + at;
   } else if (g != NULL) {
     /* The daemon recorded the slot's event after writing it and before
-     * its RefreshDone: kernels queued from now on see it complete. */
+     * its RefreshDone: kernels queued from now on see it complete. The
+     * daemon counts the slot as handed over whatever happens here, so it
+     * is adopted all the same, after a wait on the CPU when the stream
+     * could not be made to wait. */
     if ((rc = g->ipc->stream_wait(g->device, g->stream,
-                                  g->result_event[h->slot])) < 0)
-      goto out;
+                                  g->result_event[h->slot])) < 0) {
+      char why[256];
+      snprintf(why, sizeof(why), "%s", dash_last_error());
+      (void)sync_unlocked(s, g->result_event[h->slot]);
+      rc = dash__fail(rc, "%s", why);
+    }
     s->held = g->results + at;
   } else {
     s->held = s->results + at;
   }
   memset(&s->held_info, 0, sizeof(s->held_info));
+  int late = rc; /* an error after the daemon handed the slot over */
   s->held_info.generation = h->generation;
   s->held_info.step = h->step;
   s->held_info.compute_ms = h->compute_ms;
@@ -661,8 +733,9 @@ static int adopt(dash_stack *s) {
   for (size_t i = 0; i < h->n_blocks_by_status && i < DASH_BLOCK_STATUS_COUNT;
        i++)
     s->held_info.blocks_by_status[i] = h->blocks_by_status[i];
-  rc = 1;
+  rc = late < 0 ? late : 1;
 out:
+  stack_release(s);
   if (reply != NULL)
     dashpb__envelope__free_unpacked(reply, NULL);
   return rc;
@@ -719,8 +792,18 @@ int dash__stack_destroy_locked(dash_stack *s) {
   Dashpb__Unregister unreg = DASHPB__UNREGISTER__INIT;
   Dashpb__Envelope *reply = NULL;
   dash_client *c = s->c;
+  struct dash__stack_cuda *g = s->cuda;
   int rc = 0;
 
+  stack_acquire(s);
+  if (g != NULL && !g->pinned && !c->dead && g->step_event != NULL &&
+      g->release_event != NULL) {
+    /* The trainer's stream may still have waits on the daemon's events
+     * queued, and the daemon may wait for this release before its last
+     * write: both end before the daemon is told to let go. */
+    if (g->ipc->event_record(g->device, g->release_event, g->stream) == 0)
+      (void)sync_unlocked(s, g->release_event);
+  }
   if (!c->dead) {
     unreg.stack_id = s->id;
     req.body_case = DASHPB__ENVELOPE__BODY_UNREGISTER;
@@ -728,10 +811,24 @@ int dash__stack_destroy_locked(dash_stack *s) {
     rc = dash__client_request_locked(c, &req, NULL, 0, &reply);
     if (reply != NULL)
       dashpb__envelope__free_unpacked(reply, NULL);
-    /* A daemon that is gone has let go of the stack already. */
-    if (rc == DASH_E_DISCONNECTED || rc == DASH_E_TIMEOUT)
+    if (rc == DASH_E_TIMEOUT && g != NULL && !g->pinned) {
+      /* The daemon answers once it no longer touches the trainer's
+       * memory; without the answer it may still write result_dev and
+       * use this stack's events. The events are left alive, and the
+       * caller is told to keep its buffers. */
+      g->step_event = g->release_event = NULL;
+      rc = dash__fail(DASH_E_TIMEOUT,
+                      "dashd did not confirm within %d ms that it let go of "
+                      "the stack: keep stats_dev and result_dev allocated "
+                      "(it may still write result_dev)",
+                      c->reply_timeout_ms);
+    } else if (rc == DASH_E_DISCONNECTED || rc == DASH_E_TIMEOUT) {
+      /* A daemon that is gone has let go of the stack already (its
+       * mappings went with it). */
       rc = 0;
+    }
   }
+  stack_release(s);
   for (dash_stack **p = &c->stacks; *p != NULL; p = &(*p)->next) {
     if (*p == s) {
       *p = s->next;

@@ -15,12 +15,19 @@ if(NOT _dash_cuda STREQUAL "OFF")
   if(CMAKE_CUDA_COMPILER)
     enable_language(CUDA)
     find_package(CUDAToolkit)
-    if(CUDAToolkit_FOUND AND TARGET CUDA::cublas AND TARGET CUDA::cusolver)
+    # 12.5: the plugin looks driver calls up with
+    # cudaGetDriverEntryPointByVersion, so that it links no libcuda.
+    if(CUDAToolkit_FOUND AND CUDAToolkit_VERSION VERSION_LESS 12.5)
+      message(STATUS "dashd: CUDA ${CUDAToolkit_VERSION} is older than 12.5, "
+                     "which the CUDA backend needs")
+    elseif(CUDAToolkit_FOUND AND TARGET CUDA::cublas AND
+           TARGET CUDA::cusolver)
       set(DASH_HAVE_CUDA ON)
     endif()
   endif()
   if(_dash_cuda STREQUAL "ON" AND NOT DASH_HAVE_CUDA)
-    message(FATAL_ERROR "DASH_CUDA=ON but nvcc, cuBLAS or cuSOLVER is missing")
+    message(FATAL_ERROR "DASH_CUDA=ON but nvcc (12.5 or newer), cuBLAS or "
+                        "cuSOLVER is missing")
   endif()
 endif()
 message(STATUS "dashd: CUDA backend ${DASH_HAVE_CUDA}")
