@@ -70,6 +70,16 @@ struct dashd_stack {
 
   int computing; /* snapshot being computed, or -1 */
   int pending;   /* snapshot waiting, or -1 */
+  /* CUDA stacks: the computation of `computing` waits for its start
+   * fence (the snapshot copy and the client's release of the slot, done
+   * on the GPU) before it goes to the worker, which must never wait for
+   * a client's GPU work; the server's gpu_poll looks at it (stack.c). */
+  int gpu_wait;
+  uint64_t gpu_poll_pass; /* the pass of gpu_poll that looked at it last */
+  /* A released CUDA stack on the server's draining list: since when, and
+   * whether the warning that it does not drain was logged. */
+  uint64_t drain_since_ms;
+  int drain_warned;
   /* A large snapshot is copied on libuv's thread pool, so the loop keeps
    * serving other clients; the Refresh reply waits for the copy. */
   uv_work_t copy;
@@ -148,6 +158,18 @@ struct dashd_server {
   uint64_t stop_started_ms;
   uv_timer_t stop_timer;
   uv_signal_t sig_int, sig_term, sig_hup;
+  /* Polls the GPU work of CUDA stacks without waiting for it (stack.c):
+   * starts the computations whose start fence completed, and frees the
+   * released stacks whose copies drained. One-shot, every gpu_poll_ms
+   * (1 ms, backing off to 10 ms while nothing changes). */
+  uv_timer_t gpu_poll;
+  int gpu_poll_open; /* initialised and not closing */
+  uint64_t gpu_poll_ms;
+  uint64_t gpu_poll_pass;
+  /* Released CUDA stacks (linked by next_all) whose copy stream still has
+   * work queued: freed once it is done, never while a copy may touch
+   * their memory. */
+  struct dashd_stack *draining;
   struct dashd_metrics metrics;
   /* What systemd gave or asked for; all unused without systemd. */
   int socket_from_systemd; /* the listening fd is systemd's */
@@ -209,8 +231,9 @@ int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
 /* Hands the newest finished result to the client; 1 when one was
  * handed over. */
 int dashd__stack_sync(struct dashd_stack *st);
-/* The owner lets go (Unregister or disconnect): freed now, or when the
- * computation in flight finishes. */
+/* The owner lets go (Unregister or disconnect): a computation that has
+ * not started is dropped; the stack is freed now, when the computation
+ * running finishes, or once its copies queued on the GPU are done. */
 void dashd__stack_release(struct dashd_stack *st);
 /* Unregister: releases st and answers request_id once the daemon let go
  * of the client's memory. */
@@ -227,16 +250,33 @@ void dashd__result_to_pb(const struct dashd_result *r, int slot,
 int dashd__cuda_stack_open(struct dashd_stack *st, struct dashd_session *s,
                            const Dashpb__RegisterStack *req, const int *fds,
                            int nfds);
-/* Waits for queued copies, then closes and frees st->cuda (NULL ok). */
+/* Teardown, first part (loop thread, never waits): queues the fence
+ * after whatever the copy stream still holds; 1 when it is complete, so
+ * that st->cuda may be freed, 0 while copies are queued (poll
+ * dashd__cuda_fence_done), or a dash_status (the GPU failed: free it all
+ * the same). 1 for a stack that never queued anything (NULL ok). */
+int dashd__cuda_stack_quiesce(struct dashd_stack *st);
+/* Closes and frees st->cuda (NULL ok), once its streams are idle: the
+ * worker's after the computation, the copy stream once quiesced. */
 void dashd__cuda_stack_free(struct dashd_stack *st);
 /* Fills the event handles of the RegisterStackReply; results[2] holds
  * the reply's result_event entries. */
 void dashd__cuda_stack_events(const struct dashd_stack *st,
                               Dashpb__RegisterStackReply *rr,
                               ProtobufCBinaryData results[2]);
-/* Queues the snapshot copy into snaps[snap] (loop thread). */
+/* Queues the snapshot copy into snaps[snap] (loop thread). On failure
+ * snaps[snap] may be half written. */
 int dashd__cuda_snapshot(struct dashd_stack *st, int snap);
-/* Computes job into its result slot on stream (worker thread). */
+/* Queues the start fence of a computation on the copy stream (loop
+ * thread): it completes once every snapshot copy queued so far and the
+ * client's newest release record have. It is not queued again until the
+ * computation has ended. */
+int dashd__cuda_fence(struct dashd_stack *st);
+/* Whether the fence is complete: 1, 0 not yet, or a dash_status. Never
+ * waits. */
+int dashd__cuda_fence_done(struct dashd_stack *st);
+/* Computes job into its result slot on stream (worker thread), once its
+ * fence is complete; waits for the daemon's own work only. */
 int dashd__cuda_run(struct dashd_job *job, void *stream);
 
 /* metrics.c */
@@ -252,6 +292,10 @@ void dashd__sched_submit(struct dashd_sched *sched, struct dashd_job *job);
 int dashd__sched_busy(const struct dashd_sched *sched);
 /* Drops the jobs that have not started; returns how many. */
 int dashd__sched_cancel_waiting(struct dashd_sched *sched);
+/* Drops job if it waits in the queue (1: it will not run, nor come back
+ * to dashd__stack_job_done); 0 when it runs or has run (NULL sched
+ * ok). */
+int dashd__sched_cancel(struct dashd_sched *sched, struct dashd_job *job);
 /* Stops the worker; waits for the job in flight. */
 void dashd__sched_destroy(struct dashd_sched *sched);
 

@@ -192,6 +192,26 @@ int dashd__sched_cancel_waiting(struct dashd_sched *s) {
   return n;
 }
 
+int dashd__sched_cancel(struct dashd_sched *s, struct dashd_job *job) {
+  int found = 0;
+  if (s == NULL)
+    return 0;
+  pthread_mutex_lock(&s->lock);
+  for (struct dashd_job **p = &s->todo_head, *prev = NULL; *p != NULL;
+       prev = *p, p = &(*p)->next) {
+    if (*p == job) {
+      *p = job->next;
+      if (s->todo_tail == job)
+        s->todo_tail = prev;
+      job->next = NULL;
+      found = 1;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&s->lock);
+  return found;
+}
+
 static void free_on_close(uv_handle_t *h) {
   free(h->data);
 }

@@ -228,6 +228,9 @@ listening:
   uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
   uv_timer_init(loop, &srv->stop_timer);
   srv->stop_timer.data = srv;
+  uv_timer_init(loop, &srv->gpu_poll);
+  srv->gpu_poll.data = srv;
+  srv->gpu_poll_open = 1;
   if ((rc = dashd__http_start(srv)) < 0)
     return rc;
   dashd__log(DASHD_LOG_INFO,
@@ -243,6 +246,17 @@ listening:
 static void finish(struct dashd_server *srv) {
   while (srv->sessions != NULL)
     dashd__session_close(srv->sessions, "the daemon is stopping");
+  unsigned kept = 0;
+  for (struct dashd_stack *st = srv->draining; st != NULL; st = st->next_all)
+    kept++;
+  if (kept > 0)
+    dashd__log(DASHD_LOG_WARN,
+               "%u released stacks still have copies waiting for their "
+               "clients' GPU work; exiting without freeing them",
+               kept);
+  if (srv->gpu_poll_open)
+    uv_close((uv_handle_t *)&srv->gpu_poll, NULL);
+  srv->gpu_poll_open = 0;
   dashd__sched_destroy(srv->sched);
   srv->sched = NULL;
   uv_close((uv_handle_t *)&srv->sig_int, NULL);
@@ -258,7 +272,12 @@ static void on_stop_tick(uv_timer_t *t) {
   struct dashd_server *srv = t->data;
   uint64_t waited = uv_now(srv->loop) - srv->stop_started_ms;
   if (!dashd__sched_busy(srv->sched)) {
-    finish(srv);
+    /* The stacks go with their sessions; those whose copies still wait
+     * for a client's GPU are given the rest of the grace to drain. */
+    while (srv->sessions != NULL)
+      dashd__session_close(srv->sessions, "the daemon is stopping");
+    if (srv->draining == NULL || waited >= kStopGraceMs)
+      finish(srv);
     return;
   }
   if (waited >= kStopGraceMs) {

@@ -1,6 +1,13 @@
 /* Stacks: the client's shared memory, the private snapshots, the plan,
  * and the hand-over of result slots by generation (DESIGN.md invariants
- * 1-4). Everything here runs on the loop thread. */
+ * 1-4). Everything here runs on the loop thread.
+ *
+ * CUDA stacks wait for the GPU without blocking: a computation goes to
+ * the worker only once its start fence is complete (transport_cuda.c),
+ * and a released stack is freed only once its copy stream is idle. Both
+ * are looked at by one timer per server, gpu_poll, every millisecond
+ * while something changes, backing off to every 10 ms while nothing
+ * does. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -36,9 +43,31 @@ static void reply_unregister(struct dashd_stack *st) {
   st->unreg_request_id = 0;
 }
 
-static void stack_free(struct dashd_stack *st) {
+/* The GPU poll's bounds, and how long a released stack may wait for its
+ * copies before the log says so. */
+static const uint64_t kGpuPollMinMs = 1;
+static const uint64_t kGpuPollMaxMs = 10;
+static const uint64_t kDrainWarnMs = 10000;
+
+static void on_gpu_poll(uv_timer_t *t);
+
+/* Makes the GPU poll look soon: something new waits for the GPU. */
+static void gpu_poll_arm(struct dashd_server *srv) {
+  if (!srv->gpu_poll_open)
+    return;
+  if (uv_is_active((uv_handle_t *)&srv->gpu_poll) &&
+      srv->gpu_poll_ms == kGpuPollMinMs)
+    return;
+  srv->gpu_poll_ms = kGpuPollMinMs;
+  srv->gpu_poll.data = srv;
+  uv_timer_start(&srv->gpu_poll, on_gpu_poll, kGpuPollMinMs, 0);
+}
+
+/* Frees everything of st; its GPU streams are idle. */
+static void stack_destroy(struct dashd_stack *st) {
   size_t bytes = st->elems * sizeof(float);
-  /* The GPU side first: its teardown waits for copies still queued. */
+  if (st->id != 0)
+    dashd__log(DASHD_LOG_DEBUG, "stack %llu freed", (unsigned long long)st->id);
   dashd__cuda_stack_free(st);
   reply_unregister(st);
   dash_roots_plan_destroy(st->plan);
@@ -51,6 +80,28 @@ static void stack_free(struct dashd_stack *st) {
       munmap(st->snaps[i], bytes);
   free(st->infos);
   free(st);
+}
+
+/* Frees st (unlinked from the server's list), or, while its copy stream
+ * still holds work, which may wait for a client's GPU that never gets
+ * there, puts it on the draining list, which the GPU poll frees. */
+static void stack_free(struct dashd_stack *st) {
+  struct dashd_server *srv = st->srv;
+  int idle = dashd__cuda_stack_quiesce(st);
+  if (idle == 0) {
+    dashd__log(DASHD_LOG_DEBUG,
+               "stack %llu: freed once its copies queued on the GPU are done",
+               (unsigned long long)st->id);
+    st->drain_since_ms = uv_now(srv->loop);
+    st->next_all = srv->draining;
+    srv->draining = st;
+    gpu_poll_arm(srv);
+    return;
+  }
+  if (idle < 0)
+    dashd__log(DASHD_LOG_WARN, "stack %llu: %s; freeing it now",
+               (unsigned long long)st->id, dash_last_error());
+  stack_destroy(st);
 }
 
 /* Checks that fd is a memfd of at least `bytes` bytes that cannot shrink
@@ -273,7 +324,9 @@ static int writable_slot(const struct dashd_stack *st) {
 }
 
 /* Starts the waiting snapshot when the worker is free for this stack and
- * a slot can be written. */
+ * a slot can be written. A CUDA stack's computation first waits for its
+ * start fence, counted as computing meanwhile: a newer snapshot goes to
+ * the other buffer, so that the fence is never chased by newer ones. */
 static void try_start(struct dashd_stack *st) {
   if (st->computing >= 0 || st->pending < 0 || st->owner == NULL)
     return;
@@ -289,7 +342,102 @@ static void try_start(struct dashd_stack *st) {
   /* Blocks with non-finite input keep the newest earlier result. */
   st->job.prev = st->ready >= 0 ? st->ready : st->held;
   st->job.step = st->snap_step[snap];
+  st->job.rc = 0;
+  st->job.message[0] = '\0';
+  if (st->cuda != NULL) {
+    int rc = dashd__cuda_fence(st);
+    if (rc == 0)
+      rc = dashd__cuda_fence_done(st);
+    if (rc != 1) {
+      /* A failure is reported by the poll too: the callers of this one
+       * go on with the stack afterwards, which a failed GPU would end. */
+      if (rc < 0) {
+        st->job.rc = rc;
+        snprintf(st->job.message, sizeof(st->job.message), "%s",
+                 dash_last_error());
+      }
+      st->gpu_wait = 1;
+      gpu_poll_arm(st->srv);
+      return;
+    }
+  }
   dashd__sched_submit(st->srv->sched, &st->job);
+}
+
+/* One look of the GPU poll: hands over the computations whose fence is
+ * complete, reports those whose fence failed, and frees the released
+ * stacks whose copies are done. */
+static void on_gpu_poll(uv_timer_t *t) {
+  struct dashd_server *srv = t->data;
+  uint64_t pass = ++srv->gpu_poll_pass;
+  int waiting = 0, changed = 0;
+again:
+  for (struct dashd_stack *st = srv->stacks; st != NULL; st = st->next_all) {
+    if (!st->gpu_wait || st->gpu_poll_pass == pass)
+      continue;
+    st->gpu_poll_pass = pass;
+    int rc = st->job.rc < 0 ? st->job.rc : dashd__cuda_fence_done(st);
+    if (rc == 0 || (rc == 1 && srv->stopping)) {
+      /* Not yet; or the daemon stops, and the stack is released soon. */
+      waiting++;
+      continue;
+    }
+    st->gpu_wait = 0;
+    changed = 1;
+    if (rc == 1) {
+      dashd__sched_submit(srv->sched, &st->job);
+      continue;
+    }
+    if (st->job.rc == 0) {
+      st->job.rc = rc;
+      snprintf(st->job.message, sizeof(st->job.message), "%s",
+               dash_last_error());
+    }
+    /* A failed computation, as if the worker had run it. That may free
+     * stacks or fail the whole server, so the walk starts over. */
+    dashd__stack_job_done(st);
+    goto again;
+  }
+  /* Freeing a stack answers its Unregister, which may close a session
+   * and release more stacks onto the list: it is taken whole first. */
+  struct dashd_stack *list = srv->draining;
+  srv->draining = NULL;
+  while (list != NULL) {
+    struct dashd_stack *st = list;
+    list = st->next_all;
+    int rc = dashd__cuda_fence_done(st);
+    if (rc != 0) {
+      if (rc < 0)
+        dashd__log(DASHD_LOG_WARN, "stack %llu: %s; freeing it now",
+                   (unsigned long long)st->id, dash_last_error());
+      changed = 1;
+      stack_destroy(st);
+      continue;
+    }
+    if (!st->drain_warned &&
+        uv_now(srv->loop) - st->drain_since_ms >= kDrainWarnMs) {
+      /* Its memory stays: freeing what a queued copy will touch could
+       * poison the GPU context for every client. */
+      dashd__log(DASHD_LOG_WARN,
+                 "stack %llu: released %llu s ago, its copies still wait "
+                 "for the client's GPU work; its memory is kept until they "
+                 "are done",
+                 (unsigned long long)st->id,
+                 (unsigned long long)(kDrainWarnMs / 1000));
+      st->drain_warned = 1;
+    }
+    st->next_all = srv->draining;
+    srv->draining = st;
+  }
+  if ((waiting == 0 && srv->draining == NULL) || !srv->gpu_poll_open)
+    return;
+  if (changed)
+    srv->gpu_poll_ms = kGpuPollMinMs;
+  else if (srv->gpu_poll_ms < kGpuPollMaxMs)
+    srv->gpu_poll_ms = 2 * srv->gpu_poll_ms < kGpuPollMaxMs
+                           ? 2 * srv->gpu_poll_ms
+                           : kGpuPollMaxMs;
+  uv_timer_start(t, on_gpu_poll, srv->gpu_poll_ms, 0);
 }
 
 /* Snapshots up to this size are copied on the loop thread (a few hundred
@@ -339,26 +487,33 @@ int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
   size_t bytes = st->elems * sizeof(float);
   if (st->copying >= 0)
     return DASH_E_INVALID;
-  st->refreshes++;
-  st->last_step_requested = step;
   int behind = st->computing >= 0;
   int coalesced = st->pending >= 0;
-  if (coalesced) {
-    st->coalesced++;
-    st->srv->metrics.coalesced++;
-  }
   /* The buffer the worker is not reading: a waiting snapshot is replaced
    * by this newer one (invariant 4). The trainer waits in dash_step until
    * the reply, which comes after the copy, and writes its statistics only
    * then, so the snapshot is consistent (invariant 1). */
   int snap = st->computing >= 0 ? 1 - st->computing
                                 : (st->pending >= 0 ? st->pending : 0);
-  st->snap_step[snap] = step;
   if (st->cuda != NULL) {
     /* Queued on the GPU; the reply lets the client order its stream. */
     int rc = dashd__cuda_snapshot(st, snap);
-    if (rc < 0)
+    if (rc < 0) {
+      /* The copy may be queued half: the buffer holds no snapshot to
+       * compute from (a waiting one was in it), and no refresh was
+       * taken. */
+      st->pending = -1;
       return rc == DASH_E_INVALID ? DASH_E_CUDA : rc;
+    }
+  }
+  st->refreshes++;
+  st->last_step_requested = step;
+  if (coalesced) {
+    st->coalesced++;
+    st->srv->metrics.coalesced++;
+  }
+  st->snap_step[snap] = step;
+  if (st->cuda != NULL) {
     st->pending = snap;
     reply_refresh(st, request_id, coalesced, behind);
     try_start(st);
@@ -441,10 +596,18 @@ void dashd__stack_release(struct dashd_stack *st) {
   struct dashd_server *srv = st->srv;
   stack_unlink(st);
   st->pending = -1;
+  /* A computation that has not started is dropped, so that an Unregister
+   * waits for one running computation at most: one that waits for its
+   * fence, or in the worker's queue behind other stacks'. */
+  if (st->gpu_wait) {
+    st->gpu_wait = 0;
+    st->computing = -1;
+  } else if (st->computing >= 0 && dashd__sched_cancel(srv->sched, &st->job)) {
+    st->computing = -1;
+  }
   if (st->computing >= 0 || st->copying >= 0)
     return; /* freed by dashd__stack_job_done or copy_done */
   stack_remove_from_server(srv, st);
-  dashd__log(DASHD_LOG_DEBUG, "stack %llu freed", (unsigned long long)st->id);
   stack_free(st);
 }
 
@@ -492,11 +655,17 @@ void dashd__stack_job_done(struct dashd_stack *st) {
 
   if (st->owner == NULL) {
     /* The owner let go while this computed; a copy still running frees
-     * it when it ends. */
+     * it when it ends. A failed GPU fails the daemon all the same. */
+    struct dashd_server *srv = st->srv;
+    char why[300] = "";
+    if (job->rc == DASH_E_DEVICE_LOST)
+      snprintf(why, sizeof(why), "the GPU failed (%s)", job->message);
     if (st->copying < 0) {
-      stack_remove_from_server(st->srv, st);
+      stack_remove_from_server(srv, st);
       stack_free(st);
     }
+    if (why[0] != '\0')
+      dashd__server_fail(srv, kDashdExitDeviceLost, why);
     return;
   }
 

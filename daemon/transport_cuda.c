@@ -9,13 +9,23 @@
  * high-priority copy stream (the trainer's next statistics update waits
  * for it), after the client's step event; the computation runs on the
  * worker's stream into a private buffer, which is copied into the result
- * slot after the client's release event. The loop thread queues the
- * snapshot and the worker thread the rest; neither waits on the GPU
- * except the worker at the end of a computation and a stack's teardown.
- * All CUDA calls go through the plugin (kernels/internal.h). */
+ * slot.
+ *
+ * Nothing of the daemon waits for a client's GPU work, which a hung or
+ * hostile trainer never finishes. Before a computation, the loop thread
+ * queues the start fence on the copy stream, after a wait for the
+ * client's release event: it completes once the snapshot copy and the
+ * trainer's kernels that read the slot to be written are done. The loop
+ * polls it (event_query, from a timer: stack.c) and only then hands the
+ * computation to the worker, whose stream waits for the fence (at once)
+ * and whose final stream_sync then waits for the daemon's own work. A
+ * stack's teardown queues the fence again and frees the stack once it
+ * completes, polled the same way. All CUDA calls go through the plugin
+ * (kernels/internal.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../kernels/internal.h"
 #include "dashd.h"
@@ -44,10 +54,13 @@ struct dashd_cuda_stack {
   float *snaps[2];    /* private snapshots */
   float *out;         /* private result, copied into a slot */
   void *copy_stream;
+  int copy_used;                          /* something was queued on it */
   void *step_event, *release_event;       /* the client's */
-  void *snapshot_event, *result_event[2]; /* ours */
+  void *snapshot_event, *result_event[2]; /* ours, for the client */
+  void *fence; /* ours: the start fence, and the teardown's */
   unsigned char snapshot_handle[DASH_CUDA_IPC_HANDLE_BYTES];
   unsigned char result_handle[2][DASH_CUDA_IPC_HANDLE_BYTES];
+  char daemon_uuid[64]; /* the GPU our events live on */
 };
 
 static void map_unref(struct dashd_server *srv, struct dashd_cuda_map *m) {
@@ -185,6 +198,19 @@ static int open_vmm_buffer(struct dashd_server *srv, uint64_t session,
                       "inside its %zu allocations of %llu bytes",
                       what, (unsigned long long)buf->offset,
                       (unsigned long long)want, n, (unsigned long long)total);
+  /* An fd that is a pipe, a socket or a directory is no allocation, and
+   * the driver's import of a pipe or socket could wait for a writer that
+   * never comes, on the loop thread. */
+  for (size_t i = 0; i < n; i++) {
+    struct stat sb;
+    int fd = fds[*used + i];
+    if (fstat(fd, &sb) != 0 || S_ISFIFO(sb.st_mode) || S_ISSOCK(sb.st_mode) ||
+        S_ISDIR(sb.st_mode))
+      return dash__fail(DASH_E_BAD_MEMORY,
+                        "the %s buffer's fd %zu of %zu is a pipe, socket or "
+                        "directory, not a CUDA allocation",
+                        what, i + 1, n);
+  }
   struct dashd_cuda_map *m = calloc(1, sizeof(*m));
   uint64_t *pieces = calloc(n, sizeof(*pieces));
   if (m == NULL || pieces == NULL) {
@@ -214,7 +240,8 @@ static int open_vmm_buffer(struct dashd_server *srv, uint64_t session,
   return 0;
 }
 
-static int open_event(const struct dash__cuda_ipc *ipc,
+/* Opens one of the client's events on its GPU, `device`. */
+static int open_event(const struct dash__cuda_ipc *ipc, int device,
                       const ProtobufCBinaryData *h, const char *what,
                       void **ev) {
   if (h->len != DASH_CUDA_IPC_HANDLE_BYTES)
@@ -222,14 +249,15 @@ static int open_event(const struct dash__cuda_ipc *ipc,
                       "the %s event handle has %zu bytes; a CUDA IPC "
                       "handle has %d",
                       what, h->len, DASH_CUDA_IPC_HANDLE_BYTES);
-  int rc = ipc->event_open(-1, h->data, ev);
+  int rc = ipc->event_open(device, h->data, ev);
   return rc < 0 ? dash__fail(rc, "cannot open the %s event: %s", what,
                              dash_last_error())
                 : 0;
 }
 
-/* The visible device with this UUID, or a clear refusal: GPUs are named
- * by UUID because CUDA_VISIBLE_DEVICES renumbers ordinals. */
+/* The ordinal of the visible device with this UUID, or a clear refusal:
+ * GPUs are named by UUID because CUDA_VISIBLE_DEVICES renumbers
+ * ordinals. */
 static int check_device(const struct dash__cuda_ipc *ipc, const char *uuid) {
   int n = dash__cuda_device_count();
   char have[64];
@@ -240,11 +268,23 @@ static int check_device(const struct dash__cuda_ipc *ipc, const char *uuid) {
                       uuid != NULL ? uuid : "");
   for (int i = 0; i < n; i++)
     if (ipc->device_uuid(i, have, sizeof(have)) == 0 && strcmp(have, uuid) == 0)
-      return 0;
+      return i;
   return dash__fail(DASH_E_UNSUPPORTED,
                     "the trainer's GPU %s is not visible to this daemon "
                     "(check its CUDA_VISIBLE_DEVICES)",
                     uuid);
+}
+
+int dashd__cuda_stack_quiesce(struct dashd_stack *st) {
+  struct dashd_cuda_stack *g = st->cuda;
+  if (g == NULL || !g->copy_used)
+    return 1;
+  /* A snapshot copy, or a wait for the client's events, may still be
+   * queued: the client's memory is closed and the daemon's freed (cudaFree
+   * may wait for the device) only once they are done. The fence comes
+   * after them all, even after a snapshot that failed half way. */
+  int rc = g->ipc->event_record(-1, g->fence, g->copy_stream);
+  return rc < 0 ? rc : g->ipc->event_query(g->fence);
 }
 
 void dashd__cuda_stack_free(struct dashd_stack *st) {
@@ -252,20 +292,13 @@ void dashd__cuda_stack_free(struct dashd_stack *st) {
   if (g == NULL)
     return;
   const struct dash__cuda_ipc *ipc = g->ipc;
-  /* A snapshot copy may still be queued: it must end before the client's
-   * memory is closed. (The worker's stream is idle: a stack is freed only
-   * after its computation ended.) */
-  if (g->copy_stream != NULL) {
-    if (ipc->stream_sync(g->copy_stream) < 0)
-      dashd__log(DASHD_LOG_WARN, "stack %llu: copy stream: %s",
-                 (unsigned long long)st->id, dash_last_error());
-    ipc->stream_destroy(g->copy_stream);
-  }
+  ipc->stream_destroy(g->copy_stream);
   ipc->event_destroy(g->step_event);
   ipc->event_destroy(g->release_event);
   ipc->event_destroy(g->snapshot_event);
   ipc->event_destroy(g->result_event[0]);
   ipc->event_destroy(g->result_event[1]);
+  ipc->event_destroy(g->fence);
   ipc->free(g->snaps[0]);
   ipc->free(g->snaps[1]);
   ipc->free(g->out);
@@ -286,9 +319,9 @@ int dashd__cuda_stack_open(struct dashd_stack *st, struct dashd_session *s,
                       p == NULL ? ": " : "", p == NULL ? why : "");
   const struct dash__cuda_ipc *ipc = p->ipc;
   size_t bytes = st->elems * sizeof(float);
-  int rc;
-  if ((rc = check_device(ipc, req->device_uuid)) < 0)
-    return rc;
+  int rc, device;
+  if ((device = check_device(ipc, req->device_uuid)) < 0)
+    return device;
   snprintf(st->memory, sizeof(st->memory), "%s %s",
            req->transport == DASHPB__TRANSPORT__TRANSPORT_CUDA_VMM_FD
                ? "cuda-vmm"
@@ -329,17 +362,27 @@ int dashd__cuda_stack_open(struct dashd_stack *st, struct dashd_session *s,
       (const char *)g->results < (const char *)g->stats + bytes)
     return dash__fail(DASH_E_INVALID,
                       "the statistics and result buffers overlap");
-  if ((rc = open_event(ipc, &req->step_event, "step", &g->step_event)) < 0 ||
-      (rc = open_event(ipc, &req->release_event, "release",
+  /* The client's events live on the trainer's GPU; ours on the daemon's
+   * current one, which the reply names (dashd__cuda_stack_events). */
+  if ((rc = open_event(ipc, device, &req->step_event, "step", &g->step_event)) <
+          0 ||
+      (rc = open_event(ipc, device, &req->release_event, "release",
                        &g->release_event)) < 0)
     return rc;
+  int mine = ipc->current_device();
+  if (mine < 0)
+    return mine;
+  if ((rc = ipc->device_uuid(mine, g->daemon_uuid, sizeof(g->daemon_uuid))) < 0)
+    return rc;
   void *p0, *p1, *po;
+  unsigned char unused[DASH_CUDA_IPC_HANDLE_BYTES];
   if ((rc = ipc->event_create(-1, &g->snapshot_event, g->snapshot_handle)) <
           0 ||
       (rc = ipc->event_create(-1, &g->result_event[0], g->result_handle[0])) <
           0 ||
       (rc = ipc->event_create(-1, &g->result_event[1], g->result_handle[1])) <
           0 ||
+      (rc = ipc->event_create(-1, &g->fence, unused)) < 0 ||
       (rc = ipc->stream_create(1, &g->copy_stream)) < 0)
     return rc;
   if ((rc = ipc->alloc(&p0, bytes)) < 0)
@@ -366,12 +409,14 @@ void dashd__cuda_stack_events(const struct dashd_stack *st,
   }
   rr->n_result_event = 2;
   rr->result_event = results;
+  rr->device_uuid = g->daemon_uuid;
 }
 
 int dashd__cuda_snapshot(struct dashd_stack *st, int snap) {
   struct dashd_cuda_stack *g = st->cuda;
   const struct dash__cuda_ipc *ipc = g->ipc;
   int rc;
+  g->copy_used = 1;
   /* After the trainer's update (its step event), before its next one
    * (which waits for the snapshot event the client gets with the
    * reply): invariant 1 on the GPU. */
@@ -383,20 +428,47 @@ int dashd__cuda_snapshot(struct dashd_stack *st, int snap) {
   return 0;
 }
 
+int dashd__cuda_fence(struct dashd_stack *st) {
+  struct dashd_cuda_stack *g = st->cuda;
+  const struct dash__cuda_ipc *ipc = g->ipc;
+  int rc;
+  g->copy_used = 1;
+  /* The copy stream holds the snapshot copies in order, so the fence
+   * follows the one to be computed. The slot to be written may still be
+   * read by kernels the trainer queued before the Sync that let go of it:
+   * the release event recorded then comes after them, and so does any
+   * newer record of it, which is the one waited for here (the client
+   * records it on its stream, in order). */
+  if ((rc = ipc->stream_wait(-1, g->copy_stream, g->release_event)) < 0 ||
+      (rc = ipc->event_record(-1, g->fence, g->copy_stream)) < 0)
+    return rc;
+  return 0;
+}
+
+int dashd__cuda_fence_done(struct dashd_stack *st) {
+  struct dashd_cuda_stack *g = st->cuda;
+  return g->ipc->event_query(g->fence);
+}
+
 int dashd__cuda_run(struct dashd_job *job, void *stream) {
   struct dashd_stack *st = job->stack;
   struct dashd_cuda_stack *g = st->cuda;
   const struct dash__cuda_ipc *ipc = g->ipc;
   size_t bb = st->b * st->b;
   float *slot = g->results + (size_t)job->slot * st->elems;
-  int rc;
-  /* The newest snapshot event follows this snapshot's copy on the one
-   * copy stream of the stack, so waiting for it covers this copy. */
-  if ((rc = ipc->stream_wait(-1, stream, g->snapshot_event)) < 0)
-    return rc;
+  int rc, queued = 0;
+  /* The loop thread handed this job over once the fence was complete,
+   * and queues it again only after the job: the wait orders the stream
+   * after the snapshot copy and the client's release and is satisfied at
+   * once, so the final stream_sync waits for the daemon's own work. The
+   * client's events themselves are never waited for here: a newer record
+   * of them could be one that never completes. */
+  if ((rc = ipc->stream_wait(-1, stream, g->fence)) < 0)
+    goto out;
+  queued = 1;
   if ((rc = dash_roots_execute_device(st->plan, g->out, g->snaps[job->snap],
                                       st->infos, &job->report, stream)) < 0)
-    return rc;
+    goto out;
   /* A block whose input was not finite keeps the newest earlier result,
    * as on the CPU. */
   if (job->prev >= 0 && job->prev != job->slot) {
@@ -405,14 +477,27 @@ int dashd__cuda_run(struct dashd_job *job, void *stream) {
       if (st->infos[i].status == DASH_BLOCK_NONFINITE_INPUT &&
           (rc = ipc->copy(g->out + i * bb, prev + i * bb, bb * sizeof(float),
                           stream)) < 0)
-        return rc;
+        goto out;
   }
-  /* The slot may still be read by kernels the trainer queued before the
-   * Sync that let go of it: its release event comes after them. */
-  if ((rc = ipc->stream_wait(-1, stream, g->release_event)) < 0 ||
-      (rc = ipc->copy(slot, g->out, st->elems * sizeof(float), stream)) < 0 ||
-      (rc = ipc->event_record(-1, g->result_event[job->slot], stream)) < 0)
-    return rc;
-  /* Errors of the queued copies belong to this computation. */
-  return ipc->stream_sync(stream);
+  if ((rc = ipc->copy(slot, g->out, st->elems * sizeof(float), stream)) == 0)
+    rc = ipc->event_record(-1, g->result_event[job->slot], stream);
+out:
+  /* Whatever is queued ends before the job does: the stack may be freed
+   * then. Errors of the queued work belong to this computation; the
+   * first one is what the client is told, unless the GPU failed since,
+   * which the daemon must act on (dashd__stack_job_done). */
+  if (queued) {
+    char first[256], then[256];
+    snprintf(first, sizeof(first), "%s", rc < 0 ? dash_last_error() : "");
+    int sync = ipc->stream_sync(stream);
+    if (rc == 0) {
+      rc = sync;
+    } else if (sync == DASH_E_DEVICE_LOST && rc != sync) {
+      snprintf(then, sizeof(then), "%s", dash_last_error());
+      rc = dash__fail(sync, "%s; then the GPU failed: %s", first, then);
+    } else if (sync < 0) {
+      rc = dash__fail(rc, "%s", first);
+    }
+  }
+  return rc;
 }

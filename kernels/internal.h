@@ -75,7 +75,7 @@ void dash__cuda_plan_free(struct dash_roots_plan *plan);
 
 /* The plugin's interface, versioned: the loader refuses a plugin of
  * another ABI or one built with other struct layouts. */
-#define DASH_CUDA_PLUGIN_ABI 6
+#define DASH_CUDA_PLUGIN_ABI 7
 #define DASH_CUDA_PLUGIN_SYMBOL "dash_cuda_plugin_entry"
 
 /* What the loader gives the plugin. */
@@ -200,6 +200,17 @@ struct dash__cuda_ipc {
    * granularity rounds piece up), and their release. */
   int (*vmm_alloc)(int device, size_t piece, size_t pieces, void **ptr);
   void (*vmm_free)(void *ptr);
+
+  /* Whether the newest record of event (of any device) is complete,
+   * without waiting: 1 when it is, and when the event was never
+   * recorded; 0 while the work before it still runs; else a dash_status
+   * (DASH_E_DEVICE_LOST for an error that poisons the context). The
+   * daemon polls the client's GPU progress with it, never waiting on
+   * it. */
+  int (*event_query)(void *event);
+  /* The ordinal of the calling thread's current device, or a
+   * dash_status. */
+  int (*current_device)(void);
 };
 
 /* dash-bench's device helpers, as tools/bench_cuda.h declares them: the

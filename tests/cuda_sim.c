@@ -4,7 +4,19 @@
  * without a GPU. The math is the CPU backend's, reached through the host
  * struct; "device" allocations are sealed memfds, and an IPC handle names
  * the exporter's fd, which the importer reopens through /proc. Everything
- * runs synchronously, so every recorded event is complete at once.
+ * runs synchronously, so every recorded event is complete at once, unless
+ * a test asks for GPU work that takes time:
+ *
+ * With DASH_CUDA_SIM_EVENT_DELAY_MS=N (read at every record, so a test may
+ * set it before any call), an event recorded at time t is complete only
+ * from t + N ms, or later when its stream waited for an event that
+ * completes later: event_query says 0 until then and event_sync sleeps
+ * until then. A stream is done when the events recorded on it and those
+ * it waited for are, and stream_sync sleeps until then. The data moves at
+ * once all the same; only the completion is late, as when a trainer's
+ * GPU lags behind its CPU. Completion is not shared between processes:
+ * an event opened from a handle sees only the records made through it,
+ * so what another process recorded is complete to it.
  *
  * Memory of CUDA's virtual memory API (vmm_alloc, as PyTorch's
  * expandable_segments allocates) is a reserved host range with one sealed
@@ -53,6 +65,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -109,11 +122,13 @@ struct sim_event {
   int64_t pid;
   uint64_t id;
   uint64_t records;
+  double done_ms; /* when the newest record completes; 0: never recorded */
 };
 
 struct sim_stream {
   struct sim_stream *next;
   int high;
+  double busy_ms; /* when what was queued on it so far completes */
 };
 
 /* Host memory page-locked by host_register. */
@@ -139,6 +154,8 @@ static struct sim_event *g_events;
 static struct sim_stream *g_streams;
 static struct sim_host *g_hosts;
 static uint64_t g_next_id = 1;
+/* busy_ms of the legacy default stream. */
+static double g_legacy_busy_ms;
 
 /* The last failure on this thread, for tools->error(). */
 static _Thread_local char t_last[512];
@@ -162,6 +179,37 @@ static uint64_t get64(const unsigned char *h, size_t at) {
   uint64_t v;
   memcpy(&v, h + at, sizeof(v));
   return v;
+}
+
+/* Monotonic clock in milliseconds. */
+static double sim_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* DASH_CUDA_SIM_EVENT_DELAY_MS: how long the work before an event record
+ * takes; 0 when unset or not a number of milliseconds up to an hour. */
+static double event_delay_ms(void) {
+  const char *v = getenv("DASH_CUDA_SIM_EVENT_DELAY_MS");
+  if (v == NULL || v[0] == '\0')
+    return 0.0;
+  char *end = NULL;
+  long n = strtol(v, &end, 10);
+  return *end == '\0' && n > 0 && n <= 3600L * 1000 ? (double)n : 0.0;
+}
+
+/* Sleeps until the monotonic clock reads at least `ms`. */
+static void sleep_until_ms(double ms) {
+  for (;;) {
+    double left = ms - sim_now_ms();
+    if (left <= 0)
+      return;
+    long long ns = (long long)(left * 1e6) + 1;
+    struct timespec ts = {(time_t)(ns / 1000000000LL),
+                          (long)(ns % 1000000000LL)};
+    nanosleep(&ts, NULL);
+  }
 }
 
 /* As the real plugin reports an ordinal that cudaSetDevice refuses. */
@@ -903,7 +951,9 @@ static void sim_vmm_close(void *base, const uint64_t *sizes, size_t count) {
 }
 
 /* Events and streams: work is done when it is queued, so an event is
- * complete once recorded and waiting on one is nothing. */
+ * complete once recorded and waiting on one is nothing, unless
+ * DASH_CUDA_SIM_EVENT_DELAY_MS makes its completion late (the top of the
+ * file). */
 
 static int add_event(int64_t pid, uint64_t id, void **event) {
   struct sim_event *e = calloc(1, sizeof(*e));
@@ -996,19 +1046,36 @@ static const char *owner(const void *p, size_t bytes) {
   return map_holds((uintptr_t)p, bytes) ? "peer" : "host";
 }
 
-/* Checks device, event and stream; counts a record when asked to. */
+/* The busy_ms of a known stream (NULL: the legacy default stream); with
+ * g_lock held. */
+static double *stream_busy(void *stream) {
+  return stream == NULL ? &g_legacy_busy_ms
+                        : &((struct sim_stream *)stream)->busy_ms;
+}
+
+/* Checks device, event and stream; counts a record when asked to. A
+ * record completes after the delay, and after what its stream waits for;
+ * a wait makes the stream busy until the event completes. */
 static int use_event(int device, void *event, void *stream, int record) {
   int rc;
   if ((rc = check_device(device)) < 0)
     return rc;
+  double done = sim_now_ms() + event_delay_ms();
   pthread_mutex_lock(&g_lock);
   struct sim_event *e = event_known(event);
   int stream_ok = stream_known(stream);
-  if (e != NULL && stream_ok && record)
-    e->records++;
-  if (e != NULL && stream_ok)
+  if (e != NULL && stream_ok) {
+    double *busy = stream_busy(stream);
+    if (record) {
+      e->records++;
+      e->done_ms = done > *busy ? done : *busy;
+      *busy = e->done_ms;
+    } else if (e->done_ms > *busy) {
+      *busy = e->done_ms;
+    }
     trace("%c %d %" PRId64 ":%" PRIu64 " %d:%" PRIxPTR, record ? 'R' : 'W',
           (int)getpid(), e->pid, e->id, (int)getpid(), (uintptr_t)stream);
+  }
   pthread_mutex_unlock(&g_lock);
   if (e == NULL)
     return not_ours("event", event);
@@ -1055,7 +1122,14 @@ static void sim_stream_destroy(void *stream) {
 }
 
 static int sim_stream_sync(void *stream) {
-  return check_stream(stream);
+  pthread_mutex_lock(&g_lock);
+  int ok = stream_known(stream);
+  double until = ok ? *stream_busy(stream) : 0.0;
+  pthread_mutex_unlock(&g_lock);
+  if (!ok)
+    return not_ours("stream", stream);
+  sleep_until_ms(until);
+  return 0;
 }
 
 static int sim_copy(void *dst, const void *src, size_t bytes, void *stream) {
@@ -1177,14 +1251,37 @@ static int sim_copy_on(int device, void *dst, const void *src, size_t bytes,
   return 0;
 }
 
+/* The time the newest record of event completes, in *done_ms; -1 when
+ * the event is not one of the simulated GPU. */
+static int event_done_ms(void *event, double *done_ms) {
+  pthread_mutex_lock(&g_lock);
+  const struct sim_event *e = event_known(event);
+  if (e != NULL)
+    *done_ms = e->done_ms;
+  pthread_mutex_unlock(&g_lock);
+  return e != NULL ? 0 : -1;
+}
+
 static int sim_event_sync(int device, void *event) {
   int rc;
+  double done = 0.0;
   if ((rc = check_device(device)) < 0)
     return rc;
-  pthread_mutex_lock(&g_lock);
-  int ok = event_known(event) != NULL;
-  pthread_mutex_unlock(&g_lock);
-  return ok ? 0 : not_ours("event", event);
+  if (event_done_ms(event, &done) < 0)
+    return not_ours("event", event);
+  sleep_until_ms(done);
+  return 0;
+}
+
+static int sim_event_query(void *event) {
+  double done = 0.0;
+  if (event_done_ms(event, &done) < 0)
+    return not_ours("event", event);
+  return sim_now_ms() >= done ? 1 : 0;
+}
+
+static int sim_current_device(void) {
+  return 0;
 }
 
 static int sim_mem_check(int device, const void *ptr, size_t bytes) {
@@ -1294,6 +1391,8 @@ static const struct dash__cuda_ipc kIpc = {
     .vmm_close = sim_vmm_close,
     .vmm_alloc = sim_vmm_alloc,
     .vmm_free = sim_vmm_free,
+    .event_query = sim_event_query,
+    .current_device = sim_current_device,
 };
 
 static const struct dash__cuda_plugin kPlugin = {

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../kernels/internal.h"
@@ -500,6 +501,93 @@ START_TEST(test_cuda_sim_events_record_and_wait_at_once) {
   x->stream_destroy(s2);
   x->stream_destroy(s1);
   x->stream_destroy(NULL);
+}
+END_TEST
+
+/* Monotonic clock in milliseconds. */
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+START_TEST(test_cuda_sim_event_query_says_complete_without_a_delay) {
+  const struct dash__cuda_ipc *x = ipc();
+  unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES];
+  void *event = NULL, *opened = NULL, *stream = NULL;
+  int not_ours = 0;
+  ck_assert_int_eq(unsetenv("DASH_CUDA_SIM_EVENT_DELAY_MS"), 0);
+  ck_assert_int_eq(x->current_device(), 0);
+  ck_assert_int_eq(x->stream_create(0, &stream), 0);
+  ck_assert_int_eq(x->event_create(0, &event, h), 0);
+  ck_assert_int_eq(x->event_open(-1, h, &opened), 0);
+  /* Never recorded: complete, as in CUDA. */
+  ck_assert_int_eq(x->event_query(event), 1);
+  ck_assert_int_eq(x->event_query(opened), 1);
+  ck_assert_int_eq(x->event_record(0, event, stream), 0);
+  ck_assert_int_eq(x->event_query(event), 1);
+  ck_assert_int_eq(x->event_record(-1, opened, NULL), 0);
+  ck_assert_int_eq(x->event_query(opened), 1);
+  ck_assert_int_eq(x->event_query(&not_ours), DASH_E_CUDA);
+  ck_assert_int_eq(x->event_query(NULL), DASH_E_CUDA);
+  x->event_destroy(opened);
+  x->event_destroy(event);
+  x->stream_destroy(stream);
+}
+END_TEST
+
+/* DASH_CUDA_SIM_EVENT_DELAY_MS: a record completes that much later;
+ * event_sync and stream_sync wait for it, event_query does not; a stream
+ * that waited for an event completes no earlier than it; a process's own
+ * records only count (an opened handle of the event is another event to
+ * it, never recorded, so complete). */
+START_TEST(test_cuda_sim_event_query_follows_the_delay) {
+  const struct dash__cuda_ipc *x = ipc();
+  const double delay = 200.0;
+  unsigned char h[DASH_CUDA_IPC_HANDLE_BYTES], h2[DASH_CUDA_IPC_HANDLE_BYTES];
+  void *event = NULL, *later = NULL, *opened = NULL, *s1 = NULL, *s2 = NULL;
+  ck_assert_int_eq(setenv("DASH_CUDA_SIM_EVENT_DELAY_MS", "200", 1), 0);
+  ck_assert_int_eq(x->stream_create(0, &s1), 0);
+  ck_assert_int_eq(x->stream_create(0, &s2), 0);
+  ck_assert_int_eq(x->event_create(0, &event, h), 0);
+  ck_assert_int_eq(x->event_create(0, &later, h2), 0);
+  ck_assert_int_eq(x->event_open(-1, h, &opened), 0);
+  ck_assert_int_eq(x->event_query(event), 1);
+
+  double t0 = now_ms();
+  ck_assert_int_eq(x->event_record(0, event, s1), 0);
+  ck_assert_int_eq(x->event_query(event), 0);
+  ck_assert_int_eq(x->event_query(opened), 1);
+  /* s2 waits for it, then records without a delay of its own: its
+   * record is late all the same. */
+  ck_assert_int_eq(x->stream_wait(-1, s2, event), 0);
+  ck_assert_int_eq(setenv("DASH_CUDA_SIM_EVENT_DELAY_MS", "0", 1), 0);
+  ck_assert_int_eq(x->event_record(0, later, s2), 0);
+  ck_assert_int_eq(x->event_query(later), 0);
+  ck_assert_int_eq(x->event_sync(0, event), 0);
+  double synced = now_ms() - t0;
+  ck_assert_msg(synced >= delay - 1.0, "event_sync returned after %.1f ms",
+                synced);
+  ck_assert_int_eq(x->event_query(event), 1);
+  ck_assert_int_eq(x->stream_sync(s2), 0);
+  ck_assert_int_eq(x->event_query(later), 1);
+
+  /* stream_sync waits for what was recorded on the stream. */
+  ck_assert_int_eq(setenv("DASH_CUDA_SIM_EVENT_DELAY_MS", "200", 1), 0);
+  t0 = now_ms();
+  ck_assert_int_eq(x->event_record(0, event, s1), 0);
+  ck_assert_int_eq(x->event_query(event), 0);
+  ck_assert_int_eq(x->stream_sync(s1), 0);
+  synced = now_ms() - t0;
+  ck_assert_msg(synced >= delay - 1.0, "stream_sync returned after %.1f ms",
+                synced);
+  ck_assert_int_eq(x->event_query(event), 1);
+  ck_assert_int_eq(unsetenv("DASH_CUDA_SIM_EVENT_DELAY_MS"), 0);
+  x->event_destroy(opened);
+  x->event_destroy(later);
+  x->event_destroy(event);
+  x->stream_destroy(s2);
+  x->stream_destroy(s1);
 }
 END_TEST
 
@@ -1112,6 +1200,8 @@ static Suite *cuda_sim_suite(void) {
   tc = tcase_create("ipc");
   tcase_add_test(tc, test_cuda_sim_shares_memory_with_another_process);
   tcase_add_test(tc, test_cuda_sim_events_record_and_wait_at_once);
+  tcase_add_test(tc, test_cuda_sim_event_query_says_complete_without_a_delay);
+  tcase_add_test(tc, test_cuda_sim_event_query_follows_the_delay);
   tcase_add_test(tc, test_cuda_sim_copies_between_device_buffers_only);
   tcase_add_test(tc, test_cuda_sim_registers_host_memory_once);
   tcase_add_test(tc,

@@ -2513,6 +2513,9 @@ START_TEST(test_cuda_ipc_rejects_bad_buffers) {
   ck_assert_uint_eq(reply->register_stack_reply->snapshot_event.len,
                     DASH_CUDA_IPC_HANDLE_BYTES);
   ck_assert_uint_eq(reply->register_stack_reply->n_result_event, 2);
+  /* The daemon names the GPU its events live on: its own (device 0, as
+   * the trainer's here). */
+  ck_assert_str_eq(reply->register_stack_reply->device_uuid, r.uuid);
   dashpb__envelope__free_unpacked(reply, NULL);
   raw_close(&rc);
   check_daemon_serves(&d);
@@ -2981,6 +2984,26 @@ START_TEST(test_cuda_vmm_rejects_bad_pieces) {
   r.stats.offset = real * ns;
   cuda_expect_refused(&rc, &r, DASH_E_BAD_MEMORY, "inside its", fds, nf);
   r.stats.offset = off_s;
+  /* fds that are no allocation and that the driver must not read: a
+   * pipe, a socket, a directory. */
+  int pipefd[2], pair[2], odd[3], swapped[8];
+  ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
+  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  odd[0] = pipefd[0];
+  odd[1] = pair[0];
+  odd[2] = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ck_assert_int_ge(odd[2], 0);
+  for (int k = 0; k < 3; k++) {
+    memcpy(swapped, fds, (size_t)nf * sizeof(int));
+    swapped[nf - 1] = odd[k];
+    cuda_expect_refused(&rc, &r, DASH_E_BAD_MEMORY, "pipe, socket or directory",
+                        swapped, nf);
+  }
+  close(pipefd[0]);
+  close(pipefd[1]);
+  close(pair[0]);
+  close(pair[1]);
+  close(odd[2]);
   /* More fds than the pieces named. */
   int extra[9];
   memcpy(extra, fds, (size_t)nf * sizeof(int));
@@ -3001,6 +3024,285 @@ START_TEST(test_cuda_vmm_rejects_bad_pieces) {
   check_daemon_serves(&d);
   cuda_reg_free(p, &r);
   p->ipc->vmm_free(pool);
+  daemon_stop(&d);
+}
+END_TEST
+
+/* The simulated GPU's late work (tests/cuda_sim.c): with
+ * DASH_CUDA_SIM_EVENT_DELAY_MS = ms, every event recorded completes only
+ * ms later, as when a trainer's GPU lags behind its CPU. Set before the
+ * daemon starts (it inherits it); this process, the client, reads it
+ * too. Each test runs in its own process, so it goes with the test. */
+static void sim_delay(int ms) {
+  char v[16];
+  snprintf(v, sizeof(v), "%d", ms);
+  ck_assert_int_eq(setenv("DASH_CUDA_SIM_EVENT_DELAY_MS", v, 1), 0);
+}
+
+/* With the GPU's work late, a CUDA stack's dash_step still returns at
+ * once (the snapshot copy is only queued), its computation starts only
+ * once the snapshot copy and the client's release are complete, and the
+ * result is right; the Unregister is answered once the daemon's copies
+ * are done and it let go of the client's memory, not before. */
+START_TEST(test_cuda_ipc_late_gpu_work_still_gives_right_results) {
+  const size_t n = 2, b = 16, count = n * b * b;
+  const int delay = 300;
+  daemon_proc d;
+  dash_client *c;
+  dash_stack *s;
+  dash_refresh_info info;
+  sim_delay(delay);
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, n, b);
+  dash_stack_options o = stack_opts(n, b, DASH_METHOD_NEWTON_DB, 4);
+  float *base = xcalloc(count, sizeof(float));
+  float *stats = xcalloc(count, sizeof(float));
+  float *ref = xcalloc(count, sizeof(float));
+  float *got = xcalloc(count, sizeof(float));
+  known_blocks(base, n, b, 31, 1.0, 0);
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_OK(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s));
+  for (uint64_t step = 1; step <= 2; step++) {
+    stats_of_step(stats, base, count, step);
+    dev_put(p, cb.stats, stats, count * sizeof(float));
+    reference_roots(ref, stats, n, b, &o);
+    double t0 = now_ms();
+    DASH_OK(dash_step(s, step, NULL));
+    double step_ms = now_ms() - t0;
+    DASH_EQ(dash_sync(s, -1, &info), 1);
+    double done_ms = now_ms() - t0;
+    fprintf(stderr,
+            "late GPU (%d ms): step %llu: dash_step %.2f ms, result after "
+            "%.0f ms\n",
+            delay, (unsigned long long)step, step_ms, done_ms);
+    ck_assert_uint_eq(info.step, step);
+    ck_assert_uint_eq(info.blocks_by_status[DASH_BLOCK_OK], n);
+    dev_get(p, got, dash_stack_result_cuda(s), count * sizeof(float));
+    assert_matches(got, ref, n, b, "a refresh of late GPU work");
+    ck_assert_msg(step_ms < delay / 3.0,
+                  "dash_step took %.1f ms with the GPU %d ms late", step_ms,
+                  delay);
+    ck_assert_msg(done_ms >= delay - 1.0,
+                  "the result came %.1f ms after the step, before the "
+                  "snapshot copy was complete (%d ms)",
+                  done_ms, delay);
+  }
+  double t0 = now_ms();
+  DASH_EQ(dash_stack_destroy(s), 0);
+  double destroy_ms = now_ms() - t0;
+  ck_assert_msg(count_memfd_maps(d.pid) == 0,
+                "dash_stack_destroy returned while the daemon maps %ld "
+                "memfds",
+                count_memfd_maps(d.pid));
+  ck_assert_msg(destroy_ms >= delay - 1.0,
+                "the Unregister was answered after %.1f ms, before the "
+                "daemon's last copies were done (%d ms)",
+                destroy_ms, delay);
+  dash_disconnect(c);
+  p->ipc->free(cb.pool);
+  free(base);
+  free(stats);
+  free(ref);
+  free(got);
+  daemon_stop(&d);
+}
+END_TEST
+
+/* While a CUDA stack's snapshot copy is not complete on the GPU, the
+ * daemon serves every other client as usual: the worker does not wait
+ * for it, so a Ping and a whole refresh of a small SHM stack of another
+ * client end long before the GPU catches up. */
+START_TEST(test_cuda_ipc_late_snapshot_keeps_others_served) {
+  const size_t n = 2, b = 16, count = n * b * b;
+  const int delay = 1000;
+  daemon_proc d;
+  dash_client *ca, *cs;
+  dash_stack *sa, *ss;
+  dash_refresh_info info;
+  raw_conn probe;
+  sim_delay(delay);
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, n, b);
+  dash_stack_options o = stack_opts(n, b, DASH_METHOD_NEWTON_DB, 4);
+  float *stats = xcalloc(count, sizeof(float));
+  float *ref = xcalloc(count, sizeof(float));
+  float *got = xcalloc(count, sizeof(float));
+  known_blocks(stats, n, b, 32, 1.0, 0);
+  dev_put(p, cb.stats, stats, count * sizeof(float));
+  DASH_OK(dash_connect(d.sock, &ca));
+  DASH_OK(dash_connect(d.sock, &cs));
+  raw_open_hello(&probe, d.sock);
+  DASH_OK(dash_stack_create_cuda(ca, &o, 0, cb.stats, cb.results, &sa));
+  DASH_OK(dash_stack_create(cs, &o, &ss));
+  known_blocks(dash_stack_stats(ss), n, b, 33, 1.0, 0);
+
+  double t0 = now_ms();
+  DASH_OK(dash_step(sa, 1, NULL));
+  raw_expect_ping(&probe, 0, NULL, 0, "while a snapshot is not complete");
+  double ping_ms = now_ms() - t0;
+  DASH_OK(dash_step(ss, 1, NULL));
+  DASH_EQ(dash_sync(ss, -1, &info), 1);
+  double shm_ms = now_ms() - t0;
+  fprintf(stderr,
+          "late GPU (%d ms): Ping after %.1f ms, another client's SHM "
+          "refresh done after %.1f ms\n",
+          delay, ping_ms, shm_ms);
+  ck_assert_msg(ping_ms < delay / 2.0 && shm_ms < delay / 2.0,
+                "the Ping took %.0f ms and the SHM refresh %.0f ms while a "
+                "snapshot copy was %d ms late",
+                ping_ms, shm_ms, delay);
+  reference_roots(ref, dash_stack_stats(ss), n, b, &o);
+  assert_matches(dash_stack_result(ss), ref, n, b, "the SHM stack");
+  /* The CUDA stack's computation waits for its snapshot meanwhile. */
+  if (now_ms() - t0 < delay) {
+    DASH_EQ(dash_sync(sa, 0, &info), 0);
+    ck_assert_int_ne(info.in_flight, 0);
+  }
+  DASH_EQ(dash_sync(sa, -1, &info), 1);
+  ck_assert_uint_eq(info.step, 1);
+  reference_roots(ref, stats, n, b, &o);
+  dev_get(p, got, dash_stack_result_cuda(sa), count * sizeof(float));
+  assert_matches(got, ref, n, b, "the CUDA stack");
+
+  raw_close(&probe);
+  DASH_EQ(dash_stack_destroy(sa), 0);
+  DASH_EQ(dash_stack_destroy(ss), 0);
+  dash_disconnect(ca);
+  dash_disconnect(cs);
+  p->ipc->free(cb.pool);
+  free(stats);
+  free(ref);
+  free(got);
+  daemon_stop(&d);
+}
+END_TEST
+
+/* A client that disconnects while its snapshot copy is not complete on
+ * the GPU: the daemon goes on serving at once, keeps the stack's memory
+ * while the copy may still touch it, and frees it once the copy is done
+ * (the memfds of the simulated GPU's memory are the count). */
+START_TEST(test_cuda_ipc_disconnect_mid_snapshot_frees_after_the_copy) {
+  const size_t n = 2, b = 16;
+  const int delay = 300;
+  daemon_proc d;
+  raw_conn probe, rc;
+  cuda_reg r;
+  sim_delay(delay);
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, n, b);
+  cuda_reg_make(p, &r, &cb, n, b);
+  raw_open_hello(&probe, d.sock);
+  long before = count_memfd_maps(d.pid);
+
+  raw_open_hello(&rc, d.sock);
+  Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+  env.body_case = DASHPB__ENVELOPE__BODY_REGISTER_STACK;
+  env.register_stack = &r.reg;
+  Dashpb__Envelope *reply = raw_request(&rc, &env, NULL, 0);
+  ck_assert_msg(reply->status == 0, "RegisterStack: %s", reply->message);
+  uint64_t id = reply->register_stack_reply->stack_id;
+  dashpb__envelope__free_unpacked(reply, NULL);
+  Dashpb__Refresh rf = DASHPB__REFRESH__INIT;
+  rf.stack_id = id;
+  rf.step = 1;
+  dashpb__envelope__init(&env);
+  env.body_case = DASHPB__ENVELOPE__BODY_REFRESH;
+  env.refresh = &rf;
+  raw_expect(&rc, &env, NULL, 0, 0, "Refresh of a late snapshot");
+  double t0 = now_ms();
+  raw_close(&rc);
+
+  raw_expect_ping(&probe, 0, NULL, 0, "after the client left mid-snapshot");
+  daemon_settle(&d, &probe, 1, -1, 0, NULL, NULL);
+  double gone_ms = now_ms() - t0;
+  long held = count_memfd_maps(d.pid);
+  if (now_ms() - t0 < delay / 2.0)
+    ck_assert_msg(held > before,
+                  "the daemon let go of the stack %.0f ms after its client "
+                  "left, before its copy was done (%d ms)",
+                  now_ms() - t0, delay);
+  /* Nor does the worker wait for the copy: another client's refresh is
+   * computed meanwhile. */
+  double t1 = now_ms();
+  check_daemon_serves(&d);
+  double serve_ms = now_ms() - t1;
+  double deadline = now_ms() + SETTLE_DEADLINE_MS;
+  while (count_memfd_maps(d.pid) != before) {
+    ck_assert_msg(now_ms() < deadline,
+                  "the daemon still maps %ld memfds (%ld before the stack)",
+                  count_memfd_maps(d.pid), before);
+    poll_pause();
+  }
+  double freed_ms = now_ms() - t0;
+  fprintf(stderr,
+          "late GPU (%d ms): client gone and Ping answered after %.1f ms "
+          "(%ld memfd maps then), another client served in %.1f ms, stack "
+          "freed after %.0f ms\n",
+          delay, gone_ms, held, serve_ms, freed_ms);
+  ck_assert_msg(gone_ms < delay / 2.0,
+                "the daemon answered %.0f ms after the client left", gone_ms);
+  ck_assert_msg(serve_ms < delay / 2.0,
+                "another client's refresh took %.0f ms while the stack "
+                "drained",
+                serve_ms);
+  ck_assert_msg(freed_ms >= delay - 1.0,
+                "the stack was freed %.1f ms after its client left, before "
+                "its copy was done (%d ms)",
+                freed_ms, delay);
+  raw_close(&probe);
+  cuda_reg_free(p, &r);
+  p->ipc->free(cb.pool);
+  daemon_stop(&d);
+}
+END_TEST
+
+/* An Unregister waits for one running computation at most: a CUDA
+ * stack's computation queued behind another client's long one is
+ * dropped, and the Unregister answered while that one still runs. */
+START_TEST(test_cuda_ipc_unregister_drops_a_queued_computation) {
+  const size_t n = 2, b = 16;
+  daemon_proc d;
+  dash_client *c;
+  dash_stack *big, *s;
+  dash_refresh_info info;
+  DAEMON_START(&d, 1);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, n, b);
+  /* 1.5 s on one thread (busy_opts), in shared memory. */
+  dash_stack_options ob = busy_opts(4, 10);
+  dash_stack_options o = stack_opts(n, b, DASH_METHOD_NEWTON_DB, 4);
+  float *stats = xcalloc(n * b * b, sizeof(float));
+  known_blocks(stats, n, b, 34, 1.0, 0);
+  dev_put(p, cb.stats, stats, n * b * b * sizeof(float));
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_OK(dash_stack_create(c, &ob, &big));
+  known_blocks(dash_stack_stats(big), ob.num_blocks, ob.block_size, 35, 1.0, 0);
+  DASH_OK(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s));
+  DASH_OK(dash_step(big, 1, NULL));
+  DASH_OK(dash_step(s, 1, NULL));
+  double t0 = now_ms();
+  DASH_EQ(dash_stack_destroy(s), 0);
+  double ms = now_ms() - t0;
+  /* The long computation still runs: the Unregister did not wait for it,
+   * nor for the dropped one behind it. */
+  DASH_EQ(dash_sync(big, 0, &info), 0);
+  ck_assert_msg(info.in_flight,
+                "the long computation ended within %.0f ms; make it longer",
+                ms);
+  fprintf(stderr, "Unregister behind a long computation: %.1f ms\n", ms);
+  sync_until_step(big, 1, &info, NULL, NULL);
+  DASH_EQ(dash_stack_destroy(big), 0);
+  dash_disconnect(c);
+  p->ipc->free(cb.pool);
+  free(stats);
+  check_daemon_serves(&d);
   daemon_stop(&d);
 }
 END_TEST
@@ -3053,11 +3355,14 @@ static long trace_neighbour(const trace_op *ops, size_t n, size_t i, int dir) {
  * two processes (the simulation's trace): each snapshot copy waits on the
  * stream for the client's step event and is followed by the snapshot
  * event, which the client's stream waits for only after the daemon
- * recorded it; each result write waits for the client's release event
- * and is followed by the slot's result event, which the client's stream
- * waits for only after it was recorded; the computation waits for the
- * snapshot. The synchronous simulation cannot show a wrong order by
- * wrong numbers; this shows it by the calls. */
+ * recorded it; each computation (and so its result write) waits on the
+ * worker's stream for the daemon's start fence, which the daemon
+ * recorded on the copy stream after the snapshot copy and a wait for the
+ * client's release event, so that the worker itself never waits for a
+ * client's event; each result write is followed by the slot's result
+ * event, which the client's stream waits for only after it was recorded.
+ * The synchronous simulation cannot show a wrong order by wrong numbers;
+ * this shows it by the calls. */
 START_TEST(test_cuda_ipc_hand_over_is_stream_ordered) {
   const size_t n = 2, b = 16;
   char path[PATH_MAX];
@@ -3103,20 +3408,14 @@ START_TEST(test_cuda_ipc_hand_over_is_stream_ordered) {
       continue;
     long before = trace_neighbour(ops, len, i, -1);
     long after = trace_neighbour(ops, len, i, +1);
-    ck_assert_msg(
-        before >= 0 && ops[before].op == 'W' && ops[before].ev_pid == me,
-        "trace line %zu: the daemon's copy (%s <- %s) does not "
-        "follow a wait for one of the client's events",
-        i + 1, t->dst, t->src);
+    ck_assert_msg(before >= 0 && ops[before].op == 'W',
+                  "trace line %zu: the daemon's copy (%s <- %s) does not "
+                  "follow a wait for an event",
+                  i + 1, t->dst, t->src);
     ck_assert_msg(after >= 0 && ops[after].op == 'R' && ops[after].ev_pid == dd,
                   "trace line %zu: the daemon's copy (%s <- %s) is not "
                   "followed by a record of one of its events",
                   i + 1, t->dst, t->src);
-    /* The client recorded the event waited for before the wait. */
-    int recorded = 0;
-    for (long j = before - 1; j >= 0 && !recorded; j--)
-      recorded = ops[j].pid == me && ops[j].op == 'R' &&
-                 strcmp(ops[j].ev, ops[before].ev) == 0;
     /* The client's stream waits for the event recorded after the copy,
      * and only after that record. */
     long waited = -1;
@@ -3130,32 +3429,64 @@ START_TEST(test_cuda_ipc_hand_over_is_stream_ordered) {
                   i + 1, t->dst, t->src);
     if (strcmp(t->dst, "own") == 0 && strcmp(t->src, "peer") == 0) {
       snapshots++;
+      /* The client recorded the step event waited for before the wait. */
+      int recorded = 0;
+      for (long j = before - 1; j >= 0 && !recorded; j--)
+        recorded = ops[j].pid == me && ops[j].op == 'R' &&
+                   strcmp(ops[j].ev, ops[before].ev) == 0;
+      ck_assert_msg(ops[before].ev_pid == me,
+                    "trace line %zu: the snapshot copy follows a wait for "
+                    "an event of pid %d, not the client's step event",
+                    i + 1, ops[before].ev_pid);
       ck_assert_msg(recorded,
                     "trace line %zu: the snapshot copy waits for a step "
                     "event the client never recorded",
                     i + 1);
     } else if (strcmp(t->dst, "peer") == 0 && strcmp(t->src, "own") == 0) {
       writes++;
+      /* The wait before the write is the computation's, for the fence,
+       * an event of the daemon: the worker waits for no client event. */
+      ck_assert_msg(ops[before].ev_pid == dd,
+                    "trace line %zu: result write %d: the worker's stream "
+                    "waits for an event of pid %d, not for the daemon's "
+                    "fence",
+                    i + 1, writes, ops[before].ev_pid);
+      long fence = -1;
+      for (long j = before - 1; j >= 0 && fence < 0; j--)
+        if (ops[j].pid == dd && ops[j].op == 'R' &&
+            strcmp(ops[j].ev, ops[before].ev) == 0)
+          fence = j;
+      ck_assert_msg(fence >= 0,
+                    "trace line %zu: result write %d: its fence was never "
+                    "recorded before the worker waited for it",
+                    i + 1, writes);
+      /* On the copy stream, the fence follows a wait for the client's
+       * release event, and that the snapshot copies. */
+      long release = trace_neighbour(ops, len, (size_t)fence, -1);
+      ck_assert_msg(
+          release >= 0 && ops[release].op == 'W' && ops[release].ev_pid == me,
+          "trace line %ld: the fence of result write %d does not "
+          "follow a wait for the client's release event",
+          fence + 1, writes);
+      int released = 0, copied = 0;
+      for (long j = release - 1; j >= 0 && !released; j--)
+        released = ops[j].pid == me && ops[j].op == 'R' &&
+                   strcmp(ops[j].ev, ops[release].ev) == 0;
+      for (long j = release - 1; j >= 0; j--)
+        copied += ops[j].pid == dd && ops[j].op == 'C' &&
+                  strcmp(ops[j].stream, ops[fence].stream) == 0 &&
+                  strcmp(ops[j].dst, "own") == 0;
       /* The first write may come before the client's first Sync, and so
        * before its release event was ever recorded (a wait on an event
        * never recorded is complete in CUDA); every later one after. */
-      ck_assert_msg(recorded || writes == 1,
+      ck_assert_msg(released || writes == 1,
                     "trace line %zu: result write %d waits for a release "
                     "event the client never recorded",
                     i + 1, writes);
-      /* The computation before it waited for the snapshot event. */
-      int waited_snapshot = 0;
-      for (long j = before - 1; j >= 0 && !waited_snapshot; j--) {
-        if (ops[j].pid != dd || strcmp(ops[j].stream, t->stream) != 0)
-          continue;
-        if (ops[j].op == 'C')
-          break; /* the previous job's write */
-        waited_snapshot = ops[j].op == 'W' && ops[j].ev_pid == dd;
-      }
-      ck_assert_msg(waited_snapshot,
-                    "trace line %zu: the computation did not wait on its "
-                    "stream for the snapshot event",
-                    i + 1);
+      ck_assert_msg(copied >= writes,
+                    "trace line %ld: the fence of result write %d follows "
+                    "%d snapshot copies on its stream",
+                    fence + 1, writes, copied);
     } else {
       ck_abort_msg("trace line %zu: an unexpected copy %s <- %s", i + 1, t->dst,
                    t->src);
@@ -3231,8 +3562,15 @@ static Suite *daemon_suite(void) {
     tcase_add_test(tc, test_cuda_ipc_coalesces_and_step_never_waits);
     tcase_add_test(tc, test_cuda_vmm_matches_in_process_roots);
     tcase_add_test(tc, test_cuda_vmm_rejects_bad_pieces);
-    if (cuda_simulated())
+    if (cuda_simulated()) {
+      /* They need the simulation's knobs, or its speed. */
       tcase_add_test(tc, test_cuda_ipc_hand_over_is_stream_ordered);
+      tcase_add_test(tc, test_cuda_ipc_late_gpu_work_still_gives_right_results);
+      tcase_add_test(tc, test_cuda_ipc_late_snapshot_keeps_others_served);
+      tcase_add_test(
+          tc, test_cuda_ipc_disconnect_mid_snapshot_frees_after_the_copy);
+      tcase_add_test(tc, test_cuda_ipc_unregister_drops_a_queued_computation);
+    }
     suite_add_tcase(s, tc);
   }
   return s;

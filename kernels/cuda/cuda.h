@@ -86,6 +86,8 @@ void dash__cuda_ipc_vmm_close(void *base, const uint64_t *sizes, size_t count);
 int dash__cuda_ipc_vmm_alloc(int device, size_t piece, size_t pieces,
                              void **ptr);
 void dash__cuda_ipc_vmm_free(void *ptr);
+int dash__cuda_ipc_event_query(void *event);
+int dash__cuda_ipc_current_device(void);
 
 /* Runs x; on failure stores the status in the enclosing function's `rc`
  * and jumps to its `out` label. */

@@ -459,6 +459,30 @@ out:
   return rc;
 }
 
+int dash__cuda_ipc_event_query(void *event) {
+  int rc = 0;
+  cudaError_t e = cudaEventQuery((cudaEvent_t)event);
+  if (e == cudaErrorNotReady) {
+    /* Not a failure: the work before the record still runs. Cleared in
+     * case the runtime kept it as this thread's last error, which the
+     * next launch check would then report. */
+    (void)cudaGetLastError();
+    return 0;
+  }
+  DASH_CUDA_TRY(e);
+  rc = 1;
+out:
+  return rc;
+}
+
+int dash__cuda_ipc_current_device(void) {
+  int rc = 0, device = -1;
+  DASH_CUDA_TRY(cudaGetDevice(&device));
+  rc = device;
+out:
+  return rc;
+}
+
 int dash__cuda_ipc_mem_check(int device, const void *ptr, size_t bytes) {
   int rc = 0;
   struct saved_ctx saved = {0, NULL};

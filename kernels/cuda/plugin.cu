@@ -60,7 +60,9 @@ static const struct dash__cuda_ipc kIpc = {dash__cuda_ipc_export_mem,
                                            dash__cuda_ipc_vmm_open,
                                            dash__cuda_ipc_vmm_close,
                                            dash__cuda_ipc_vmm_alloc,
-                                           dash__cuda_ipc_vmm_free};
+                                           dash__cuda_ipc_vmm_free,
+                                           dash__cuda_ipc_event_query,
+                                           dash__cuda_ipc_current_device};
 
 static const struct dash__cuda_plugin kPlugin = {DASH_CUDA_PLUGIN_ABI,
                                                  sizeof(struct dash_roots_plan),
