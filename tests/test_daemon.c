@@ -31,6 +31,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -2850,6 +2851,96 @@ START_TEST(test_cuda_ipc_coalesces_and_step_never_waits) {
 }
 END_TEST
 
+/* One CUDA stack used from two threads at once, as a trainer whose
+ * optimizer thread steps while another adopts: the calls on the stack
+ * take turns (client/stack.c), every one succeeds, nothing deadlocks,
+ * and the stack ends at the last step's root. */
+struct two_threads {
+  dash_stack *s;
+  const struct dash__cuda_plugin *p;
+  float *stats_dev;
+  const float *base;
+  size_t count;
+  int steps;
+  volatile int done;
+  int rc;
+  char why[256];
+};
+
+static void *two_threads_stepper(void *arg) {
+  struct two_threads *t = arg;
+  float *stats = malloc(t->count * sizeof(float));
+  for (int k = 1; k <= t->steps && stats != NULL; k++) {
+    stats_of_step(stats, t->base, t->count, (uint64_t)k);
+    /* Written before the step, as a trainer's update queued before it. */
+    if (t->p->tools->upload(t->stats_dev, stats, t->count * sizeof(float)) <
+            0 ||
+        (t->rc = dash_step(t->s, (uint64_t)k, NULL)) < 0) {
+      snprintf(t->why, sizeof(t->why), "step %d: %s", k, client_error());
+      break;
+    }
+    /* A trainer's step takes a while: adoptions come in between. */
+    struct timespec pause = {0, 3000000};
+    nanosleep(&pause, NULL);
+  }
+  free(stats);
+  t->done = 1;
+  return NULL;
+}
+
+START_TEST(test_cuda_ipc_one_stack_from_two_threads) {
+  const size_t n = 2, b = 32, count = n * b * b;
+  daemon_proc d;
+  dash_client *c;
+  dash_stack *s;
+  dash_refresh_info info;
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, n, b);
+  dash_stack_options o = stack_opts(n, b, DASH_METHOD_EVD, 2);
+  float *base = xcalloc(count, sizeof(float));
+  known_blocks(base, n, b, 47, 1.0, 0);
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_OK(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s));
+
+  struct two_threads t = {s, p, cb.stats, base, count, 30, 0, 0, ""};
+  pthread_t th;
+  ck_assert_int_eq(pthread_create(&th, NULL, two_threads_stepper, &t), 0);
+  int adopted = 0;
+  while (!t.done) {
+    int rc = dash_sync(s, 0, &info);
+    ck_assert_msg(rc >= 0, "dash_sync beside dash_step: %s", client_error());
+    adopted += rc;
+  }
+  pthread_join(th, NULL);
+  ck_assert_msg(t.rc >= 0, "%s", t.why);
+  double deadline = now_ms() + 30000;
+  while (info.step != 30) {
+    ck_assert_msg(now_ms() < deadline, "no result of step 30");
+    DASH_OK(dash_sync(s, -1, &info));
+  }
+  fprintf(stderr, "two threads: %d adoptions while stepping, %llu results\n",
+          adopted, (unsigned long long)info.generation);
+  float *ref = xcalloc(count, sizeof(float));
+  float *got = xcalloc(count, sizeof(float));
+  float *stats = xcalloc(count, sizeof(float));
+  stats_of_step(stats, base, count, 30);
+  reference_roots(ref, stats, n, b, &o);
+  dev_get(p, got, dash_stack_result_cuda(s), count * sizeof(float));
+  assert_matches(got, ref, n, b, "after two threads");
+
+  DASH_EQ(dash_stack_destroy(s), 0);
+  dash_disconnect(c);
+  p->ipc->free(cb.pool);
+  free(base);
+  free(ref);
+  free(got);
+  free(stats);
+  daemon_stop(&d);
+}
+END_TEST
+
 /* CUDA_VMM_FD: memory of CUDA's virtual memory API (PyTorch's
  * expandable_segments), which legacy IPC handles cannot share, goes as
  * the fds of its physical allocations. Both buffers here span two of
@@ -3560,6 +3651,7 @@ static Suite *daemon_suite(void) {
     tcase_add_test(tc, test_cuda_ipc_trainer_death_frees_only_its_stacks);
     tcase_add_test(tc, test_cuda_ipc_unregister_waits_for_the_daemon);
     tcase_add_test(tc, test_cuda_ipc_coalesces_and_step_never_waits);
+    tcase_add_test(tc, test_cuda_ipc_one_stack_from_two_threads);
     tcase_add_test(tc, test_cuda_vmm_matches_in_process_roots);
     tcase_add_test(tc, test_cuda_vmm_rejects_bad_pieces);
     if (cuda_simulated()) {
