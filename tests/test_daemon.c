@@ -2769,6 +2769,26 @@ START_TEST(test_cuda_ipc_unregister_waits_for_the_daemon) {
 }
 END_TEST
 
+/* Asserts that the slot a CUDA stack holds is the root of the
+ * statistics of `step` (base scaled by 1 + step, stats_of_step). */
+static void assert_cuda_root_of_step(const struct dash__cuda_plugin *p,
+                                     dash_stack *s, const float *base,
+                                     const dash_stack_options *o, uint64_t step,
+                                     const char *what) {
+  size_t n = o->num_blocks, b = o->block_size, count = n * b * b;
+  float *stats = xcalloc(count, sizeof(float));
+  float *ref = xcalloc(count, sizeof(float));
+  float *got = xcalloc(count, sizeof(float));
+  stats_of_step(stats, base, count, step);
+  reference_roots(ref, stats, n, b, o);
+  ck_assert_ptr_nonnull(dash_stack_result_cuda(s));
+  dev_get(p, got, dash_stack_result_cuda(s), count * sizeof(float));
+  assert_matches(got, ref, n, b, what);
+  free(stats);
+  free(ref);
+  free(got);
+}
+
 /* Invariants 2, 3 and 4 on a CUDA stack: ten refreshes asked while one
  * computes each return at once (a socket round trip; the snapshot is
  * queued on the GPU), the waiting one is replaced by the newest each
@@ -2832,21 +2852,13 @@ START_TEST(test_cuda_ipc_coalesces_and_step_never_waits) {
   if (cuda_simulated())
     ck_assert_msg(info.generation <= 2, "%llu computations for 10 steps",
                   (unsigned long long)info.generation);
-  /* The result is the root of step 10's statistics. */
-  float *ref = xcalloc(count, sizeof(float));
-  float *got = xcalloc(count, sizeof(float));
-  stats_of_step(stats, base, count, 10);
-  reference_roots(ref, stats, n, b, &o);
-  dev_get(p, got, dash_stack_result_cuda(s), count * sizeof(float));
-  assert_matches(got, ref, n, b, "the coalesced refresh");
+  assert_cuda_root_of_step(p, s, base, &o, 10, "the coalesced refresh");
 
   DASH_EQ(dash_stack_destroy(s), 0);
   dash_disconnect(c);
   p->ipc->free(cb.pool);
   free(base);
   free(stats);
-  free(ref);
-  free(got);
   daemon_stop(&d);
 }
 END_TEST
@@ -2922,21 +2934,12 @@ START_TEST(test_cuda_ipc_one_stack_from_two_threads) {
   }
   fprintf(stderr, "two threads: %d adoptions while stepping, %llu results\n",
           adopted, (unsigned long long)info.generation);
-  float *ref = xcalloc(count, sizeof(float));
-  float *got = xcalloc(count, sizeof(float));
-  float *stats = xcalloc(count, sizeof(float));
-  stats_of_step(stats, base, count, 30);
-  reference_roots(ref, stats, n, b, &o);
-  dev_get(p, got, dash_stack_result_cuda(s), count * sizeof(float));
-  assert_matches(got, ref, n, b, "after two threads");
+  assert_cuda_root_of_step(p, s, base, &o, 30, "after two threads");
 
   DASH_EQ(dash_stack_destroy(s), 0);
   dash_disconnect(c);
   p->ipc->free(cb.pool);
   free(base);
-  free(ref);
-  free(got);
-  free(stats);
   daemon_stop(&d);
 }
 END_TEST
