@@ -157,6 +157,22 @@ static uint64_t g_next_id = 1;
 /* busy_ms of the legacy default stream. */
 static double g_legacy_busy_ms;
 
+/* Unlinks from `list`, a list of `type` linked through `next`, the first
+ * node for which `match` holds and leaves it in `node`, or NULL there when
+ * none does; `match` is an expression of `node`. Takes g_lock for the
+ * walk, so the caller must not hold it. A macro rather than a function:
+ * each list has its own node type, and C11 cannot walk them as one. */
+#define UNLINK_FIRST(type, list, node, match)     \
+  do {                                            \
+    pthread_mutex_lock(&g_lock);                  \
+    type **link_ = &(list);                       \
+    while (((node) = *link_) != NULL && !(match)) \
+      link_ = &(node)->next;                      \
+    if ((node) != NULL)                           \
+      *link_ = (node)->next;                      \
+    pthread_mutex_unlock(&g_lock);                \
+  } while (0)
+
 /* The last failure on this thread, for tools->error(). */
 static _Thread_local char t_last[512];
 
@@ -480,15 +496,7 @@ static void sim_free(void *ptr) {
   struct sim_alloc *a = NULL;
   if (ptr == NULL)
     return;
-  pthread_mutex_lock(&g_lock);
-  for (struct sim_alloc **pp = &g_allocs; *pp != NULL; pp = &(*pp)->next) {
-    if ((*pp)->base == ptr) {
-      a = *pp;
-      *pp = a->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_lock);
+  UNLINK_FIRST(struct sim_alloc, g_allocs, a, a->base == ptr);
   if (a == NULL)
     return; /* cudaFree would fail; there is no one to tell */
   munmap(a->base, a->size);
@@ -640,23 +648,21 @@ out:
   return rc;
 }
 
-static void sim_mem_close(void *base) {
+/* Unmaps what mem_open (vmm 0) or vmm_open (vmm 1) mapped at base; a
+ * base that no such mapping starts at is let be. */
+static void close_map(void *base, int vmm) {
   struct sim_map *m = NULL;
   if (base == NULL)
     return;
-  pthread_mutex_lock(&g_lock);
-  for (struct sim_map **pp = &g_maps; *pp != NULL; pp = &(*pp)->next) {
-    if ((*pp)->base == base && !(*pp)->vmm) {
-      m = *pp;
-      *pp = m->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_lock);
+  UNLINK_FIRST(struct sim_map, g_maps, m, m->base == base && m->vmm == vmm);
   if (m == NULL)
     return;
   munmap(m->base, m->size);
   free(m);
+}
+
+static void sim_mem_close(void *base) {
+  close_map(base, 0);
 }
 
 /* VMM memory: CUDA's virtual memory API, shared as POSIX fds. */
@@ -778,15 +784,7 @@ static void sim_vmm_free(void *ptr) {
   struct sim_vmm *v = NULL;
   if (ptr == NULL)
     return;
-  pthread_mutex_lock(&g_lock);
-  for (struct sim_vmm **pp = &g_vmms; *pp != NULL; pp = &(*pp)->next) {
-    if ((*pp)->base == ptr) {
-      v = *pp;
-      *pp = v->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_lock);
+  UNLINK_FIRST(struct sim_vmm, g_vmms, v, v->base == ptr);
   vmm_release(v);
 }
 
@@ -932,22 +930,7 @@ out:
 }
 
 static void sim_vmm_close(void *base, const uint64_t *sizes, size_t count) {
-  struct sim_map *m = NULL;
-  if (base == NULL)
-    return;
-  pthread_mutex_lock(&g_lock);
-  for (struct sim_map **pp = &g_maps; *pp != NULL; pp = &(*pp)->next) {
-    if ((*pp)->base == base && (*pp)->vmm) {
-      m = *pp;
-      *pp = m->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_lock);
-  if (m == NULL)
-    return;
-  munmap(m->base, m->size);
-  free(m);
+  close_map(base, 1);
 }
 
 /* Events and streams: work is done when it is queued, so an event is
@@ -1009,15 +992,7 @@ static void sim_event_destroy(void *event) {
   struct sim_event *e = NULL;
   if (event == NULL)
     return;
-  pthread_mutex_lock(&g_lock);
-  for (struct sim_event **pp = &g_events; *pp != NULL; pp = &(*pp)->next) {
-    if ((void *)*pp == event) {
-      e = *pp;
-      *pp = e->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_lock);
+  UNLINK_FIRST(struct sim_event, g_events, e, (void *)e == event);
   free(e);
 }
 
@@ -1109,15 +1084,7 @@ static void sim_stream_destroy(void *stream) {
   struct sim_stream *s = NULL;
   if (stream == NULL)
     return;
-  pthread_mutex_lock(&g_lock);
-  for (struct sim_stream **pp = &g_streams; *pp != NULL; pp = &(*pp)->next) {
-    if ((void *)*pp == stream) {
-      s = *pp;
-      *pp = s->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_lock);
+  UNLINK_FIRST(struct sim_stream, g_streams, s, (void *)s == stream);
   free(s);
 }
 
@@ -1197,15 +1164,7 @@ static int sim_host_unregister(int device, void *p) {
   struct sim_host *h = NULL;
   if ((rc = check_device(device)) < 0)
     return rc;
-  pthread_mutex_lock(&g_lock);
-  for (struct sim_host **pp = &g_hosts; *pp != NULL; pp = &(*pp)->next) {
-    if ((*pp)->base == (uintptr_t)p) {
-      h = *pp;
-      *pp = h->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_lock);
+  UNLINK_FIRST(struct sim_host, g_hosts, h, h->base == (uintptr_t)p);
   if (h == NULL)
     return sim_fail(DASH_E_CUDA,
                     "cudaHostUnregister(%p): no registration starts there "
