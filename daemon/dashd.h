@@ -114,6 +114,11 @@ struct dashd_session {
   int allowed; /* SO_PEERCRED passed the config */
   int hello_done;
   int closing;
+  /* The connection failed inside a send: closed on the loop's next turn
+   * (dashd__server_defer), since the sender may still hold one of the
+   * session's stacks. Nothing more is sent or read meanwhile. */
+  int doomed;
+  char doom_why[96];
   struct dashd_stack *stacks;
   unsigned n_stacks;
   uint64_t bytes;
@@ -162,6 +167,13 @@ struct dashd_server {
    * starts the computations whose start fence completed, and frees the
    * released stacks whose copies drained. One-shot, every gpu_poll_ms
    * (1 ms, backing off to 10 ms while nothing changes). */
+  /* Work put off to the loop's next turn, where no caller holds a stack:
+   * closing doomed sessions, failing after a lost GPU seen in a
+   * teardown. */
+  uv_timer_t deferred;
+  int deferred_open;
+  int fail_code; /* non-zero: dashd__server_fail(fail_code, fail_why) */
+  char fail_why[256];
   uv_timer_t gpu_poll;
   int gpu_poll_open; /* initialised and not closing */
   uint64_t gpu_poll_ms;
@@ -206,6 +218,13 @@ void dashd__server_stop(struct dashd_server *srv);
  * process exit with exit_code so that systemd restarts it. */
 void dashd__server_fail(struct dashd_server *srv, int exit_code,
                         const char *why);
+/* The same, on the loop's next turn: for callers inside a session's or a
+ * stack's teardown. */
+void dashd__server_fail_later(struct dashd_server *srv, int exit_code,
+                              const char *why);
+/* Runs the deferred work (doomed sessions, a pending failure) on the
+ * loop's next turn. */
+void dashd__server_defer(struct dashd_server *srv);
 struct dashd_stack *dashd__server_find_stack(struct dashd_server *srv,
                                              uint64_t id);
 void dashd__server_remove_session(struct dashd_server *srv,

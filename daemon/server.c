@@ -231,6 +231,9 @@ listening:
   uv_timer_init(loop, &srv->gpu_poll);
   srv->gpu_poll.data = srv;
   srv->gpu_poll_open = 1;
+  uv_timer_init(loop, &srv->deferred);
+  srv->deferred.data = srv;
+  srv->deferred_open = 1;
   if ((rc = dashd__http_start(srv)) < 0)
     return rc;
   dashd__log(DASHD_LOG_INFO,
@@ -257,6 +260,9 @@ static void finish(struct dashd_server *srv) {
   if (srv->gpu_poll_open)
     uv_close((uv_handle_t *)&srv->gpu_poll, NULL);
   srv->gpu_poll_open = 0;
+  if (srv->deferred_open)
+    uv_close((uv_handle_t *)&srv->deferred, NULL);
+  srv->deferred_open = 0;
   dashd__sched_destroy(srv->sched);
   srv->sched = NULL;
   uv_close((uv_handle_t *)&srv->sig_int, NULL);
@@ -290,7 +296,8 @@ static void on_stop_tick(uv_timer_t *t) {
                (unsigned long long)kStopGraceMs);
     while (srv->sessions != NULL)
       dashd__session_close(srv->sessions, "the daemon is stopping");
-    _exit(0);
+    /* A failed GPU still asks systemd for a restart. */
+    _exit(srv->exit_code);
   }
 }
 
@@ -313,6 +320,41 @@ void dashd__server_stop(struct dashd_server *srv) {
   if (!srv->socket_from_systemd)
     unlink(srv->socket_path);
   uv_timer_start(&srv->stop_timer, on_stop_tick, 0, 20);
+}
+
+static void on_deferred(uv_timer_t *t) {
+  struct dashd_server *srv = t->data;
+  /* Closing one session may doom no other, but the list changes under
+   * the walk: start over after each close. */
+  for (int again = 1; again;) {
+    again = 0;
+    for (struct dashd_session *s = srv->sessions; s != NULL; s = s->next) {
+      if (s->doomed && !s->closing) {
+        dashd__session_close(s, s->doom_why);
+        again = 1;
+        break;
+      }
+    }
+  }
+  if (srv->fail_code != 0) {
+    int code = srv->fail_code;
+    srv->fail_code = 0;
+    dashd__server_fail(srv, code, srv->fail_why);
+  }
+}
+
+void dashd__server_defer(struct dashd_server *srv) {
+  if (srv->deferred_open)
+    uv_timer_start(&srv->deferred, on_deferred, 0, 0);
+}
+
+void dashd__server_fail_later(struct dashd_server *srv, int exit_code,
+                              const char *why) {
+  if (srv->fail_code == 0) {
+    srv->fail_code = exit_code;
+    snprintf(srv->fail_why, sizeof(srv->fail_why), "%s", why);
+  }
+  dashd__server_defer(srv);
 }
 
 void dashd__server_fail(struct dashd_server *srv, int exit_code,

@@ -37,13 +37,26 @@ void dashd__session_close(struct dashd_session *s, const char *why) {
   uv_close((uv_handle_t *)&s->poll, on_closed);
 }
 
+/* The connection failed while sending: closed on the loop's next turn,
+ * never here, as the sender may still use one of the session's stacks,
+ * which the close would free under it. */
+static void doom(struct dashd_session *s, const char *why) {
+  if (s->closing || s->doomed)
+    return;
+  s->doomed = 1;
+  snprintf(s->doom_why, sizeof(s->doom_why), "%s", why);
+  uv_poll_stop(&s->poll);
+  s->poll_events = 0;
+  dashd__server_defer(s->srv);
+}
+
 /* Sends what the socket takes now; the rest waits for UV_WRITABLE. */
 static void flush(struct dashd_session *s) {
   if (s->out_off < s->out_len) {
     int rc =
         dash__wire_send_some(s->fd, s->out, s->out_len, &s->out_off, NULL, 0);
     if (rc < 0) {
-      dashd__session_close(s, "the connection broke while sending");
+      doom(s, "the connection broke while sending");
       return;
     }
   }
@@ -55,7 +68,7 @@ static void flush(struct dashd_session *s) {
 void dashd__session_send(struct dashd_session *s, Dashpb__Envelope *env) {
   uint8_t *frame = NULL;
   size_t len = 0;
-  if (s->closing)
+  if (s->closing || s->doomed)
     return;
   env->version = DASH_WIRE_VERSION;
   if (dash__wire_encode(env, s->srv->cfg.max_frame, &frame, &len) < 0) {
@@ -65,7 +78,7 @@ void dashd__session_send(struct dashd_session *s, Dashpb__Envelope *env) {
   }
   if (s->out_len - s->out_off + len > kMaxOutBytes) {
     free(frame);
-    dashd__session_close(s, "it does not read its replies");
+    doom(s, "it does not read its replies");
     return;
   }
   if (s->out_off > 0) {
@@ -80,7 +93,7 @@ void dashd__session_send(struct dashd_session *s, Dashpb__Envelope *env) {
     uint8_t *p = realloc(s->out, cap);
     if (p == NULL) {
       free(frame);
-      dashd__session_close(s, "out of memory for its replies");
+      doom(s, "out of memory for its replies");
       return;
     }
     s->out = p;
@@ -401,7 +414,7 @@ static void on_readable(struct dashd_session *s) {
     }
     if (rc == DASH_E_PROTOCOL) {
       reply_status(s, 0, DASH_E_PROTOCOL, dash_last_error());
-      if (s->closing)
+      if (s->closing || s->doomed)
         return;
       continue;
     }
@@ -434,7 +447,7 @@ static void on_readable(struct dashd_session *s) {
         handle(s, env, fds, nfds);
         dashpb__envelope__free_unpacked(env, NULL);
       }
-      if (s->closing)
+      if (s->closing || s->doomed)
         return;
     }
     if (rc == 0)
@@ -450,12 +463,12 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   }
   if (events & UV_WRITABLE)
     flush(s);
-  if (!s->closing && (events & UV_READABLE))
+  if (!s->closing && !s->doomed && (events & UV_READABLE))
     on_readable(s);
 }
 
 static void update_poll(struct dashd_session *s) {
-  if (s->closing)
+  if (s->closing || s->doomed)
     return;
   int want = UV_READABLE | (s->out_off < s->out_len ? UV_WRITABLE : 0);
   if (want != s->poll_events) {

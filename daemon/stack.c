@@ -82,6 +82,19 @@ static void stack_destroy(struct dashd_stack *st) {
   free(st);
 }
 
+/* A GPU call in a stack's teardown failed: logged; a lost GPU fails the
+ * daemon, on the loop's next turn (the teardown may run inside a
+ * session's close). */
+static void teardown_failed(struct dashd_stack *st, int rc,
+                            const char *detail) {
+  char why[300];
+  snprintf(why, sizeof(why), "stack %llu: %s", (unsigned long long)st->id,
+           detail);
+  dashd__log(DASHD_LOG_WARN, "%s; freeing it now", why);
+  if (rc == DASH_E_DEVICE_LOST)
+    dashd__server_fail_later(st->srv, kDashdExitDeviceLost, why);
+}
+
 /* Frees st (unlinked from the server's list), or, while its copy stream
  * still holds work, which may wait for a client's GPU that never gets
  * there, puts it on the draining list, which the GPU poll frees. */
@@ -99,8 +112,7 @@ static void stack_free(struct dashd_stack *st) {
     return;
   }
   if (idle < 0)
-    dashd__log(DASHD_LOG_WARN, "stack %llu: %s; freeing it now",
-               (unsigned long long)st->id, dash_last_error());
+    teardown_failed(st, idle, dash_last_error());
   stack_destroy(st);
 }
 
@@ -323,12 +335,17 @@ static int writable_slot(const struct dashd_stack *st) {
   return 1 - st->held;
 }
 
+static void push_failed(struct dashd_stack *st, uint64_t step, int status,
+                        const char *why);
+
 /* Starts the waiting snapshot when the worker is free for this stack and
  * a slot can be written. A CUDA stack's computation first waits for its
  * start fence, counted as computing meanwhile: a newer snapshot goes to
  * the other buffer, so that the fence is never chased by newer ones. */
 static void try_start(struct dashd_stack *st) {
-  if (st->computing >= 0 || st->pending < 0 || st->owner == NULL)
+  /* A stopping daemon starts nothing: it waits for what runs. */
+  if (st->computing >= 0 || st->pending < 0 || st->owner == NULL ||
+      st->srv->stopping)
     return;
   int slot = writable_slot(st);
   if (slot < 0)
@@ -408,8 +425,7 @@ again:
     int rc = dashd__cuda_fence_done(st);
     if (rc != 0) {
       if (rc < 0)
-        dashd__log(DASHD_LOG_WARN, "stack %llu: %s; freeing it now",
-                   (unsigned long long)st->id, dash_last_error());
+        teardown_failed(st, rc, dash_last_error());
       changed = 1;
       stack_destroy(st);
       continue;
@@ -500,8 +516,17 @@ int dashd__stack_refresh(struct dashd_stack *st, uint64_t step,
     int rc = dashd__cuda_snapshot(st, snap);
     if (rc < 0) {
       /* The copy may be queued half: the buffer holds no snapshot to
-       * compute from (a waiting one was in it), and no refresh was
-       * taken. */
+       * compute from, and no refresh was taken. A waiting one was in it:
+       * its client is told it will never come. */
+      if (coalesced) {
+        char why[200];
+        snprintf(why, sizeof(why),
+                 "its snapshot was lost when the copy of a newer one "
+                 "failed: %.120s",
+                 dash_last_error());
+        st->failures++;
+        push_failed(st, st->snap_step[snap], rc, why);
+      }
       st->pending = -1;
       return rc == DASH_E_INVALID ? DASH_E_CUDA : rc;
     }
@@ -602,6 +627,10 @@ void dashd__stack_release(struct dashd_stack *st) {
   if (st->gpu_wait) {
     st->gpu_wait = 0;
     st->computing = -1;
+    /* Its fence had failed: a lost GPU is no less lost for the owner
+     * having gone. */
+    if (st->job.rc == DASH_E_DEVICE_LOST)
+      teardown_failed(st, st->job.rc, st->job.message);
   } else if (st->computing >= 0 && dashd__sched_cancel(srv->sched, &st->job)) {
     st->computing = -1;
   }
@@ -626,6 +655,32 @@ void dashd__result_to_pb(const struct dashd_result *r, int slot,
   pb->blocks_by_status = counts;
   pb->status = r->status;
   pb->message = (char *)r->message;
+}
+
+/* Pushes the RefreshDone of result r in `slot` to the owner. */
+static void push_done(struct dashd_stack *st, const struct dashd_result *r,
+                      int slot) {
+  Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
+  Dashpb__RefreshDone done = DASHPB__REFRESH_DONE__INIT;
+  Dashpb__ResultInfo info;
+  uint64_t counts[DASH_BLOCK_STATUS_COUNT];
+  dashd__result_to_pb(r, slot, &info, counts);
+  done.stack_id = st->id;
+  done.result = &info;
+  env.body_case = DASHPB__ENVELOPE__BODY_REFRESH_DONE;
+  env.refresh_done = &done;
+  dashd__session_send(st->owner, &env);
+}
+
+/* Pushes that the refresh of `step` failed, or will never be computed. */
+static void push_failed(struct dashd_stack *st, uint64_t step, int status,
+                        const char *why) {
+  struct dashd_result failed;
+  memset(&failed, 0, sizeof(failed));
+  failed.step = step;
+  failed.status = status;
+  snprintf(failed.message, sizeof(failed.message), "%s", why);
+  push_done(st, &failed, 0);
 }
 
 void dashd__stack_job_done(struct dashd_stack *st) {
@@ -671,25 +726,10 @@ void dashd__stack_job_done(struct dashd_stack *st) {
 
   /* Tell the owner. A failed computation is reported with its status;
    * the slot it wrote into is not handed over. */
-  Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
-  Dashpb__RefreshDone done = DASHPB__REFRESH_DONE__INIT;
-  Dashpb__ResultInfo info;
-  uint64_t counts[DASH_BLOCK_STATUS_COUNT];
-  struct dashd_result failed;
-  const struct dashd_result *src = r;
-  if (job->rc < 0) {
-    memset(&failed, 0, sizeof(failed));
-    failed.step = job->step;
-    failed.status = job->rc;
-    snprintf(failed.message, sizeof(failed.message), "%s", job->message);
-    src = &failed;
-  }
-  dashd__result_to_pb(src, job->slot, &info, counts);
-  done.stack_id = st->id;
-  done.result = &info;
-  env.body_case = DASHPB__ENVELOPE__BODY_REFRESH_DONE;
-  env.refresh_done = &done;
-  dashd__session_send(st->owner, &env);
+  if (job->rc < 0)
+    push_failed(st, job->step, job->rc, job->message);
+  else
+    push_done(st, r, job->slot);
 
   if (job->rc == DASH_E_DEVICE_LOST) {
     /* No later computation in this process can use the GPU: the clients
