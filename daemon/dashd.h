@@ -58,6 +58,7 @@ struct dashd_stack {
   float *snaps[2];    /* private snapshots */
   dash_block_info *infos;
   uint64_t bytes; /* counted against the owner's limit */
+  uid_t uid;      /* the owner's, also after it let go */
   /* CUDA_IPC (transport_cuda.c): the GPU side, NULL for SHM stacks,
    * whose stats, results and snaps above are host memory instead. */
   struct dashd_cuda_stack *cuda;

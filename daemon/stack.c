@@ -234,12 +234,23 @@ int dashd__stack_register(struct dashd_session *s,
   /* SHM: stats, 2 slots, 2 snapshots; CUDA: 2 snapshots and the private
    * result, in the daemon's GPU memory. */
   uint64_t cost = (cuda ? 3 : 5) * (uint64_t)bytes;
-  if (s->bytes + cost > srv->cfg.max_bytes_per_client) {
+  /* Stacks of this user's departed clients whose copies still wait for
+   * their GPU work keep their memory: they count, so that reconnecting
+   * does not pile them up without bound. */
+  uint64_t draining = 0;
+  for (const struct dashd_stack *d = srv->draining; d != NULL; d = d->next_all)
+    if (d->uid == s->uid)
+      draining += d->bytes;
+  if (s->bytes + draining + cost > srv->cfg.max_bytes_per_client) {
     snprintf(err, err_size,
              "this stack needs %llu bytes; the client holds %llu of its "
-             "limit of %llu",
-             (unsigned long long)cost, (unsigned long long)s->bytes,
-             (unsigned long long)srv->cfg.max_bytes_per_client);
+             "limit of %llu%s",
+             (unsigned long long)cost,
+             (unsigned long long)(s->bytes + draining),
+             (unsigned long long)srv->cfg.max_bytes_per_client,
+             draining > 0 ? " (with stacks of its user's departed clients "
+                            "still waiting for their GPU copies)"
+                          : "");
     rc = DASH_E_LIMIT;
     goto out;
   }
@@ -254,6 +265,7 @@ int dashd__stack_register(struct dashd_session *s,
   st->b = (size_t)o->block_size;
   st->elems = elems;
   st->bytes = cost;
+  st->uid = s->uid;
   st->computing = st->pending = st->held = st->ready = st->copying = -1;
   st->srv = srv;
   options_from_pb(o, &srv->cfg, &st->opts);

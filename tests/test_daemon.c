@@ -78,6 +78,8 @@ static const char *g_dashd; /* the daemon under test */
  * with in-process CPU roots hold on a machine with a GPU too, and cuda
  * for the CUDA_IPC tests (main()). */
 static const char *g_backend = "cpu";
+/* --config of the daemons a test starts, or NULL. */
+static const char *g_config;
 static char g_root[64]; /* this run's temporary directory */
 
 static double now_ms(void) {
@@ -458,9 +460,14 @@ static void daemon_start_named(daemon_proc *d, int threads, const char *name) {
     unsetenv("JOURNAL_STREAM");
     const char *argv[12] = {"dashd",     "--socket",    d->sock, "--threads",
                             threads_arg, "--log-level", "debug", NULL};
+    int k = 7;
     if (g_backend != NULL) {
-      argv[7] = "--backend";
-      argv[8] = g_backend;
+      argv[k++] = "--backend";
+      argv[k++] = g_backend;
+    }
+    if (g_config != NULL) {
+      argv[k++] = "--config";
+      argv[k++] = g_config;
     }
     execv(g_dashd, (char *const *)argv);
     dprintf(STDERR_FILENO, "exec %s: %s\n", g_dashd, strerror(errno));
@@ -3653,6 +3660,72 @@ START_TEST(test_cuda_ipc_hand_over_is_stream_ordered) {
 }
 END_TEST
 
+/* Stacks of a departed client whose copies still wait for its GPU work
+ * keep their memory, and count against the limit of its user: a client
+ * that reconnects cannot pile them up. */
+START_TEST(test_cuda_ipc_draining_stacks_count_against_the_user) {
+  char conf[PATH_MAX];
+  daemon_proc d;
+  dash_client *c;
+  dash_stack *s;
+  int pipefd[2];
+  ck_assert_int_eq(
+      path_fmt(conf, sizeof(conf), "%s/limit-%d.conf", g_root, (int)getpid()),
+      0);
+  FILE *f = fopen(conf, "w");
+  ck_assert_ptr_nonnull(f);
+  /* cuda_trainer_dies's stack (2 blocks of 512²) costs 6 MiB. */
+  fputs("max_bytes_per_client = 10M\n", f);
+  fclose(f);
+  g_config = conf;
+  sim_delay(1500);
+  DAEMON_START(&d, 2);
+  g_config = NULL;
+  /* A trainer dies with its snapshot copy still waiting for its GPU. */
+  ck_assert_int_eq(pipe(pipefd), 0);
+  pid_t child = fork();
+  ck_assert_int_ge(child, 0);
+  if (child == 0) {
+    close(pipefd[0]);
+    cuda_trainer_dies(d.sock, pipefd[1]);
+  }
+  close(pipefd[1]);
+  char ch = 0;
+  ck_assert_int_eq(read(pipefd[0], &ch, 1), 1);
+  close(pipefd[0]);
+  int status = 0;
+  ck_assert_int_eq(waitpid(child, &status, 0), child);
+  raw_conn probe;
+  raw_open_hello(&probe, d.sock);
+  daemon_settle(&d, &probe, 1, -1, -1, NULL, NULL);
+  raw_close(&probe);
+
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  dash_stack_options o = busy_opts(2, 10);
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, o.num_blocks, o.block_size);
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_EQ(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s),
+          DASH_E_LIMIT);
+  ck_assert_msg(strstr(client_error(), "departed") != NULL, "%s",
+                client_error());
+  /* Once the copy is done, the stack is freed and the memory back. */
+  double deadline = now_ms() + 10000;
+  int rc;
+  while ((rc = dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s)) ==
+         DASH_E_LIMIT) {
+    ck_assert_msg(now_ms() < deadline, "the departed stack was never freed");
+    poll_pause();
+  }
+  ck_assert_msg(rc == 0, "%s", client_error());
+  DASH_EQ(dash_stack_destroy(s), 0);
+  dash_disconnect(c);
+  p->ipc->free(cb.pool);
+  unlink(conf);
+  daemon_stop(&d);
+}
+END_TEST
+
 static Suite *daemon_suite(void) {
   Suite *s = suite_create("dashd");
   /* Seconds per test; the slowest takes about 5 s (the stop test waits
@@ -3722,6 +3795,7 @@ static Suite *daemon_suite(void) {
       tcase_add_test(
           tc, test_cuda_ipc_disconnect_mid_snapshot_frees_after_the_copy);
       tcase_add_test(tc, test_cuda_ipc_unregister_drops_a_queued_computation);
+      tcase_add_test(tc, test_cuda_ipc_draining_stacks_count_against_the_user);
     }
     suite_add_tcase(s, tc);
   }
