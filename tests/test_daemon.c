@@ -2761,19 +2761,17 @@ static void cuda_trainer_dies(const char *sock, int ready_fd) {
   _exit(0);
 }
 
-START_TEST(test_cuda_ipc_trainer_death_frees_only_its_stacks) {
-  daemon_proc d;
-  raw_conn probe;
+/* Runs cuda_trainer_dies in a child forked before this process uses
+ * CUDA (a child of a process that initialised CUDA cannot use it), and
+ * waits until it is gone. */
+static void run_dying_trainer(const char *sock) {
   int pipefd[2];
-  DAEMON_START(&d, 2);
   ck_assert_int_eq(pipe(pipefd), 0);
-  /* Forked before this process uses CUDA: a child of a process that
-   * initialised CUDA cannot use it. */
   pid_t child = fork();
   ck_assert_int_ge(child, 0);
   if (child == 0) {
     close(pipefd[0]);
-    cuda_trainer_dies(d.sock, pipefd[1]);
+    cuda_trainer_dies(sock, pipefd[1]);
   }
   close(pipefd[1]);
   char ch = 0;
@@ -2783,6 +2781,13 @@ START_TEST(test_cuda_ipc_trainer_death_frees_only_its_stacks) {
   ck_assert_int_eq(waitpid(child, &status, 0), child);
   ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                 "the trainer child failed: status %d", status);
+}
+
+START_TEST(test_cuda_ipc_trainer_death_frees_only_its_stacks) {
+  daemon_proc d;
+  raw_conn probe;
+  DAEMON_START(&d, 2);
+  run_dying_trainer(d.sock);
 
   /* The daemon lets go of everything the dead trainer had: its session,
    * its stack once the computation in flight ends, the GPU memory it
@@ -3668,7 +3673,6 @@ START_TEST(test_cuda_ipc_draining_stacks_count_against_the_user) {
   daemon_proc d;
   dash_client *c;
   dash_stack *s;
-  int pipefd[2];
   ck_assert_int_eq(
       path_fmt(conf, sizeof(conf), "%s/limit-%d.conf", g_root, (int)getpid()),
       0);
@@ -3682,19 +3686,7 @@ START_TEST(test_cuda_ipc_draining_stacks_count_against_the_user) {
   DAEMON_START(&d, 2);
   g_config = NULL;
   /* A trainer dies with its snapshot copy still waiting for its GPU. */
-  ck_assert_int_eq(pipe(pipefd), 0);
-  pid_t child = fork();
-  ck_assert_int_ge(child, 0);
-  if (child == 0) {
-    close(pipefd[0]);
-    cuda_trainer_dies(d.sock, pipefd[1]);
-  }
-  close(pipefd[1]);
-  char ch = 0;
-  ck_assert_int_eq(read(pipefd[0], &ch, 1), 1);
-  close(pipefd[0]);
-  int status = 0;
-  ck_assert_int_eq(waitpid(child, &status, 0), child);
+  run_dying_trainer(d.sock);
   raw_conn probe;
   raw_open_hello(&probe, d.sock);
   daemon_settle(&d, &probe, 1, -1, -1, NULL, NULL);
