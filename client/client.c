@@ -389,6 +389,12 @@ int dash_connect(const char *socket_path, dash_client **out) {
     rc = dash__fail(DASH_E_IO, "SO_SNDTIMEO: %s", strerror(errno));
     goto out;
   }
+  /* Who serves this socket: a CUDA stack's memory may stay mapped in
+   * that process after the connection is lost, as long as it lives. */
+  struct ucred cred;
+  socklen_t cred_len = sizeof(cred);
+  if (getsockopt(c->sock, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) == 0)
+    c->daemon_pid = cred.pid;
   rc = hello(c);
 out:
   if (rc < 0)

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "dash/dash.h"
 #include "wire.h"
@@ -32,6 +33,8 @@ struct dash_client {
   int reading;
   /* Once set, every call fails with DASH_E_DISCONNECTED. */
   int dead;
+  /* The daemon's process (SO_PEERCRED), 0 when unknown. */
+  pid_t daemon_pid;
   char dead_why[160];
   uint64_t next_request_id;
   int reply_timeout_ms;

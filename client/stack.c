@@ -2,6 +2,7 @@
  * slots by refresh and sync. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,9 @@ static void cuda_free(struct dash__stack_cuda *g) {
 static void unpin(struct dash__stack_cuda *g) {
   if (g == NULL || !g->pinned)
     return;
+  /* The copies into and out of the shared mappings end first. */
+  if (g->step_event != NULL)
+    (void)g->ipc->event_sync(g->device, g->step_event);
   if (g->copy_event != NULL)
     (void)g->ipc->event_sync(g->device, g->copy_event);
   for (int i = 0; i < 2; i++)
@@ -639,8 +643,10 @@ static int refresh_done(void *arg) {
   return !s->in_flight || newer_known(s);
 }
 
-/* Sync round trip with c->mu held: 1 when a newer result was adopted. */
-static int adopt(dash_stack *s) {
+/* Sync round trip with c->mu held: 1 when a newer result was adopted.
+ * With nowait, a CUDA stack busy in another thread's call is left alone
+ * (0): dash_sync(s, 0) only looks. */
+static int adopt(dash_stack *s, int nowait) {
   Dashpb__Envelope req = DASHPB__ENVELOPE__INIT;
   Dashpb__Sync sync = DASHPB__SYNC__INIT;
   Dashpb__Envelope *reply = NULL;
@@ -649,10 +655,14 @@ static int adopt(dash_stack *s) {
   sync.stack_id = s->id;
   req.body_case = DASHPB__ENVELOPE__BODY_SYNC;
   req.sync = &sync;
+  if (nowait && s->cuda != NULL && s->cuda->busy)
+    return 0;
   stack_acquire(s);
-  /* Without this, a daemon that adopts nothing for a pushed generation
-   * would cost a round trip on every later dash_sync(s, 0, ...). */
-  s->synced_generation = s->pushed_generation;
+  /* Set once the daemon answered: without it, a daemon that adopts
+   * nothing for a pushed generation would cost a round trip on every
+   * later dash_sync(s, 0, ...); set before, a Sync that failed would
+   * forget the pushed result for good. */
+  uint64_t asked = s->pushed_generation;
   struct dash__stack_cuda *g = s->cuda;
   if (g != NULL && g->pinned) {
     /* The daemon may write the shared slot held once this Sync lets go
@@ -669,6 +679,8 @@ static int adopt(dash_stack *s) {
     goto out;
   if ((rc = dash__client_request_locked(s->c, &req, NULL, 0, &reply)) < 0)
     goto out;
+  if (asked > s->synced_generation)
+    s->synced_generation = asked;
   const Dashpb__SyncReply *sr = reply->sync_reply;
   if (reply->body_case != DASHPB__ENVELOPE__BODY_SYNC_REPLY || sr == NULL) {
     rc = dash__fail(DASH_E_PROTOCOL, "dashd answered Sync with %d",
@@ -733,7 +745,11 @@ static int adopt(dash_stack *s) {
   for (size_t i = 0; i < h->n_blocks_by_status && i < DASH_BLOCK_STATUS_COUNT;
        i++)
     s->held_info.blocks_by_status[i] = h->blocks_by_status[i];
-  rc = late < 0 ? late : 1;
+  /* Adopted either way: after a failed stream wait the CPU waited for the
+   * slot instead, so it is complete (the failure stays in
+   * dash_last_error()). */
+  (void)late;
+  rc = 1;
 out:
   stack_release(s);
   if (reply != NULL)
@@ -763,7 +779,7 @@ int dash_sync(dash_stack *s, int timeout_ms, dash_refresh_info *info) {
     }
     /* The result pushed may be gone by the time Sync asks for it (the
      * daemon computes the next refresh into its slot): then wait on. */
-    if (newer_known(s) && (rc = adopt(s)) != 0)
+    if (newer_known(s) && (rc = adopt(s, timeout_ms == 0)) != 0)
       break;
     int left = timeout_ms;
     if (timeout_ms > 0) {
@@ -785,6 +801,11 @@ int dash_sync(dash_stack *s, int timeout_ms, dash_refresh_info *info) {
   }
   pthread_mutex_unlock(&c->mu);
   return rc;
+}
+
+/* Whether the daemon's process is still there (when it is known). */
+static int daemon_lives(const dash_client *c) {
+  return c->daemon_pid > 0 && (kill(c->daemon_pid, 0) == 0 || errno == EPERM);
 }
 
 int dash__stack_destroy_locked(dash_stack *s) {
@@ -827,6 +848,19 @@ int dash__stack_destroy_locked(dash_stack *s) {
        * mappings went with it). */
       rc = 0;
     }
+  }
+  if (rc == 0 && c->dead && g != NULL && !g->pinned && daemon_lives(c)) {
+    /* The connection is lost but not the daemon: it lets go of the
+     * stack once it notices, maybe after a computation that writes
+     * result_dev. Freeing the trainer's buffers before then is undefined
+     * (CUDA IPC) or worse; the caller is told, and the events stay. */
+    g->step_event = g->release_event = NULL;
+    rc = dash__fail(DASH_E_DISCONNECTED,
+                    "the connection to dashd (pid %d) was lost while it may "
+                    "still use this stack's GPU buffers: keep stats_dev and "
+                    "result_dev allocated until it has let go of them "
+                    "(dashctl status) or exited",
+                    (int)c->daemon_pid);
   }
   stack_release(s);
   for (dash_stack **p = &c->stacks; *p != NULL; p = &(*p)->next) {

@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../client/internal.h"
 #include "../kernels/internal.h"
 #include "dash/dash.h"
 #include "dash/roots.h"
@@ -3718,6 +3719,41 @@ START_TEST(test_cuda_ipc_draining_stacks_count_against_the_user) {
 }
 END_TEST
 
+/* A CUDA stack whose connection is lost while the daemon lives: the
+ * daemon may still use the trainer's buffers until it notices, so
+ * dash_stack_destroy says to keep them (DASH_E_DISCONNECTED) instead of
+ * reporting a clean end. (The connection is cut here by hand, through
+ * libdash's own struct.) */
+START_TEST(test_cuda_ipc_destroy_after_a_lost_connection_says_keep) {
+  daemon_proc d;
+  dash_client *c;
+  dash_stack *s;
+  DAEMON_START(&d, 2);
+  const struct dash__cuda_plugin *p = cuda_plugin();
+  dash_stack_options o = stack_opts(2, 16, DASH_METHOD_EVD, 2);
+  cuda_bufs cb;
+  cuda_bufs_make(p, &cb, 2, 16);
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_OK(dash_stack_create_cuda(c, &o, 0, cb.stats, cb.results, &s));
+  ck_assert_int_gt(c->daemon_pid, 0);
+  shutdown(c->sock, SHUT_RDWR);
+  DASH_EQ(dash_step(s, 1, NULL), DASH_E_DISCONNECTED);
+  DASH_EQ(dash_stack_destroy(s), DASH_E_DISCONNECTED);
+  ck_assert_msg(strstr(client_error(), "keep stats_dev") != NULL, "%s",
+                client_error());
+  dash_disconnect(c);
+  /* A host stack's memory is the library's own: its destroy is clean. */
+  DASH_OK(dash_connect(d.sock, &c));
+  DASH_OK(dash_stack_create(c, &o, &s));
+  shutdown(c->sock, SHUT_RDWR);
+  DASH_EQ(dash_stack_destroy(s), 0);
+  dash_disconnect(c);
+  check_daemon_serves(&d);
+  p->ipc->free(cb.pool);
+  daemon_stop(&d);
+}
+END_TEST
+
 static Suite *daemon_suite(void) {
   Suite *s = suite_create("dashd");
   /* Seconds per test; the slowest takes about 5 s (the stop test waits
@@ -3777,6 +3813,7 @@ static Suite *daemon_suite(void) {
     tcase_add_test(tc, test_cuda_ipc_unregister_waits_for_the_daemon);
     tcase_add_test(tc, test_cuda_ipc_coalesces_and_step_never_waits);
     tcase_add_test(tc, test_cuda_ipc_one_stack_from_two_threads);
+    tcase_add_test(tc, test_cuda_ipc_destroy_after_a_lost_connection_says_keep);
     tcase_add_test(tc, test_cuda_vmm_matches_in_process_roots);
     tcase_add_test(tc, test_cuda_vmm_rejects_bad_pieces);
     if (cuda_simulated()) {

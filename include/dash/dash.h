@@ -230,8 +230,16 @@ DASH_API const float *dash_stack_result(const dash_stack *s);
 DASH_API size_t dash_stack_num_blocks(const dash_stack *s);
 DASH_API size_t dash_stack_block_size(const dash_stack *s);
 
-/** Unregisters the stack and frees its memory. NULL is allowed (returns
- *  0). Returns 0 even when the daemon is gone: the memory is freed. */
+/**
+ * Unregisters the stack and frees its memory. NULL is allowed (returns
+ * 0). Returns 0 even when the daemon is gone: the memory is freed.
+ * A CUDA stack (not on pinned SHM) returns once the daemon no longer
+ * uses the trainer's buffers, which may then be freed; when that cannot
+ * be known it returns ::DASH_E_TIMEOUT (the daemon did not confirm in
+ * time) or ::DASH_E_DISCONNECTED (the connection was lost while the
+ * daemon still runs), and stats_dev and result_dev must stay allocated
+ * until the daemon has let go of them (dashctl status) or exited.
+ */
 DASH_API int dash_stack_destroy(dash_stack *s);
 
 /** Round trip to the daemon; *rtt_ms (may be NULL) gets its time. */
