@@ -65,12 +65,12 @@ static void cuda_free(struct dash__stack_cuda *g) {
   free(g);
 }
 
-/* A pinned stack's mappings stop being page-locked; the copy of the last
- * adopted slot, which may still read one, ends first. */
+/* A pinned stack's mappings stop being page-locked; the copies into and
+ * out of them (the last statistics and the last adopted slot) end
+ * first. */
 static void unpin(struct dash__stack_cuda *g) {
   if (g == NULL || !g->pinned)
     return;
-  /* The copies into and out of the shared mappings end first. */
   if (g->step_event != NULL)
     (void)g->ipc->event_sync(g->device, g->step_event);
   if (g->copy_event != NULL)
@@ -298,22 +298,6 @@ static int open_daemon_event(const struct dash__stack_cuda *g, int device,
   return g->ipc->event_open(device, h->data, ev);
 }
 
-/* This process's ordinal of the GPU with this UUID (the daemon's, where
- * its events were made), or `fallback` when it is not visible here or
- * the daemon did not say. */
-static int device_of(const struct dash__cuda_plugin *p, const char *uuid,
-                     int fallback) {
-  char have[64];
-  if (uuid == NULL || uuid[0] == '\0')
-    return fallback;
-  int n = p->device_count();
-  for (int i = 0; i < n; i++)
-    if (p->ipc->device_uuid(i, have, sizeof(have)) == 0 &&
-        strcmp(have, uuid) == 0)
-      return i;
-  return fallback;
-}
-
 /* What a CUDA stack's RegisterStack carries of its two buffers: legacy
  * IPC handles (CUDA_IPC), or the fds of the physical allocations under
  * them (CUDA_VMM_FD). */
@@ -440,7 +424,11 @@ int dash_stack_create_cuda(dash_client *c, const dash_stack_options *o,
                     "dashd sent %zu result event handles, not 2",
                     rr->n_result_event);
   /* Interprocess events are opened on the GPU that made them. */
-  int daemon_device = device_of(p, rr->device_uuid, device);
+  /* This process's ordinal of the daemon's GPU; the trainer's when it is
+   * not visible here or the daemon did not say. */
+  int daemon_device = dash__cuda_device_of_uuid(rr->device_uuid);
+  if (daemon_device < 0)
+    daemon_device = device;
   if (rc == 0)
     rc = open_daemon_event(g, daemon_device, &rr->snapshot_event, "snapshot",
                            &g->snapshot_event);

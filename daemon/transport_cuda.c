@@ -258,17 +258,15 @@ static int open_event(const struct dash__cuda_ipc *ipc, int device,
 /* The ordinal of the visible device with this UUID, or a clear refusal:
  * GPUs are named by UUID because CUDA_VISIBLE_DEVICES renumbers
  * ordinals. */
-static int check_device(const struct dash__cuda_ipc *ipc, const char *uuid) {
-  int n = dash__cuda_device_count();
-  char have[64];
+static int check_device(const char *uuid) {
   if (uuid == NULL || strncmp(uuid, "GPU-", 4) != 0)
     return dash__fail(DASH_E_INVALID,
                       "CUDA_IPC needs the UUID of the trainer's GPU "
                       "(GPU-...), not '%s'",
                       uuid != NULL ? uuid : "");
-  for (int i = 0; i < n; i++)
-    if (ipc->device_uuid(i, have, sizeof(have)) == 0 && strcmp(have, uuid) == 0)
-      return i;
+  int device = dash__cuda_device_of_uuid(uuid);
+  if (device >= 0)
+    return device;
   return dash__fail(DASH_E_UNSUPPORTED,
                     "the trainer's GPU %s is not visible to this daemon "
                     "(check its CUDA_VISIBLE_DEVICES)",
@@ -320,7 +318,7 @@ int dashd__cuda_stack_open(struct dashd_stack *st, struct dashd_session *s,
   const struct dash__cuda_ipc *ipc = p->ipc;
   size_t bytes = st->elems * sizeof(float);
   int rc, device;
-  if ((device = check_device(ipc, req->device_uuid)) < 0)
+  if ((device = check_device(req->device_uuid)) < 0)
     return device;
   snprintf(st->memory, sizeof(st->memory), "%s %s",
            req->transport == DASHPB__TRANSPORT__TRANSPORT_CUDA_VMM_FD

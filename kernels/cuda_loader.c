@@ -149,6 +149,19 @@ int dash__cuda_device_count(void) {
   return p != NULL ? p->device_count() : 0;
 }
 
+int dash__cuda_device_of_uuid(const char *uuid) {
+  const struct dash__cuda_plugin *p = dash__cuda_load_plugin(NULL);
+  char have[64];
+  if (p == NULL || uuid == NULL)
+    return -1;
+  int n = p->device_count();
+  for (int i = 0; i < n; i++)
+    if (p->ipc->device_uuid(i, have, sizeof(have)) == 0 &&
+        strcmp(have, uuid) == 0)
+      return i;
+  return -1;
+}
+
 int dash__cuda_describe(char *buf, size_t len) {
   const struct dash__cuda_plugin *p = dash__cuda_load_plugin(NULL);
   return p != NULL ? p->describe(buf, len) : unavailable();

@@ -57,6 +57,9 @@ size_t dash__slots_compact(const unsigned char *leave, size_t a,
 /* The number of usable devices: 0 without the plugin, a driver or a
  * device. */
 int dash__cuda_device_count(void);
+/* The ordinal of the visible device whose UUID ("GPU-...") is uuid, or -1
+ * (no such device, no plugin, or NULL). */
+int dash__cuda_device_of_uuid(const char *uuid);
 /* "NAME (GPU-UUID)" of the current device; 0 or DASH_E_NO_DEVICE. */
 int dash__cuda_describe(char *buf, size_t len);
 /* Makes the device named by ordinal or UUID (prefix) current; 0,
