@@ -711,20 +711,15 @@ static int adopt(dash_stack *s, int nowait) {
      * its RefreshDone: kernels queued from now on see it complete. The
      * daemon counts the slot as handed over whatever happens here, so it
      * is adopted all the same, after a wait on the CPU when the stream
-     * could not be made to wait. */
-    if ((rc = g->ipc->stream_wait(g->device, g->stream,
-                                  g->result_event[h->slot])) < 0) {
-      char why[256];
-      snprintf(why, sizeof(why), "%s", dash_last_error());
+     * could not be made to wait: it is complete then too (the failure
+     * stays in dash_last_error()). */
+    if (g->ipc->stream_wait(g->device, g->stream, g->result_event[h->slot]) < 0)
       (void)sync_unlocked(s, g->result_event[h->slot]);
-      rc = dash__fail(rc, "%s", why);
-    }
     s->held = g->results + at;
   } else {
     s->held = s->results + at;
   }
   memset(&s->held_info, 0, sizeof(s->held_info));
-  int late = rc; /* an error after the daemon handed the slot over */
   s->held_info.generation = h->generation;
   s->held_info.step = h->step;
   s->held_info.compute_ms = h->compute_ms;
@@ -733,10 +728,6 @@ static int adopt(dash_stack *s, int nowait) {
   for (size_t i = 0; i < h->n_blocks_by_status && i < DASH_BLOCK_STATUS_COUNT;
        i++)
     s->held_info.blocks_by_status[i] = h->blocks_by_status[i];
-  /* Adopted either way: after a failed stream wait the CPU waited for the
-   * slot instead, so it is complete (the failure stays in
-   * dash_last_error()). */
-  (void)late;
   rc = 1;
 out:
   stack_release(s);
