@@ -255,9 +255,10 @@ int dashd__stack_sync(struct dashd_stack *st);
  * not started is dropped; the stack is freed now, when the computation
  * running finishes, or once its copies queued on the GPU are done. */
 void dashd__stack_release(struct dashd_stack *st);
-/* Unregister: releases st and answers request_id once the daemon let go
- * of the client's memory. */
-void dashd__stack_unregister(struct dashd_stack *st, uint64_t request_id);
+/* Unregister: releases st. 0: the caller answers request_id now; 1: a
+ * CUDA stack's answer comes once the daemon let go of the client's
+ * memory. */
+int dashd__stack_unregister(struct dashd_stack *st, uint64_t request_id);
 /* Called on the loop thread when the worker finished st's job. */
 void dashd__stack_job_done(struct dashd_stack *st);
 void dashd__result_to_pb(const struct dashd_result *r, int slot,

@@ -258,7 +258,8 @@ static void handle_unregister(struct dashd_session *s,
     return;
   dashd__log(DASHD_LOG_INFO, "stack %llu unregistered by pid %d",
              (unsigned long long)st->id, (int)s->pid);
-  dashd__stack_unregister(st, req->request_id);
+  if (!dashd__stack_unregister(st, req->request_id))
+    reply_status(s, req->request_id, 0, "");
 }
 
 static void handle_status(struct dashd_session *s,

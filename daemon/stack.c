@@ -612,21 +612,15 @@ static void stack_remove_from_server(struct dashd_server *srv,
   }
 }
 
-void dashd__stack_unregister(struct dashd_stack *st, uint64_t request_id) {
-  st->unreg_request_id = request_id;
-  st->unreg_session = st->owner->serial;
-  /* SHM stacks answer now: the client's mappings keep the memory. */
-  if (st->cuda == NULL) {
-    struct dashd_session *s = st->owner;
-    st->unreg_request_id = 0;
-    dashd__stack_release(st);
-    Dashpb__Envelope env = DASHPB__ENVELOPE__INIT;
-    env.request_id = request_id;
-    env.message = (char *)"";
-    dashd__session_send(s, &env);
-    return;
+int dashd__stack_unregister(struct dashd_stack *st, uint64_t request_id) {
+  /* SHM stacks are answered now: the client's mappings keep the memory. */
+  int deferred = st->cuda != NULL;
+  if (deferred) {
+    st->unreg_request_id = request_id;
+    st->unreg_session = st->owner->serial;
   }
   dashd__stack_release(st);
+  return deferred;
 }
 
 void dashd__stack_release(struct dashd_stack *st) {
